@@ -1,0 +1,76 @@
+"""Ops that keep their input's qparams: data movement, pooling and concatenation.
+
+These run last: they only join a quantized region (their input's producer already has
+an output qspec), so they never create a q/dq island of their own. Output and input
+share one observer, so the int8 values pass through unchanged.
+"""
+
+import torch
+from torch.fx import Node
+from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+from pt2e_int8.annotators._base import (
+    Annotation,
+    Rejected,
+    is_float_tensor,
+    op_annotator,
+    output_is_quantized,
+)
+from pt2e_int8.config import QuantConfig
+
+aten = torch.ops.aten
+
+SHARED_QPARAM_TARGETS = (
+    aten.max_pool1d.default,
+    aten.max_pool2d.default,
+    aten.avg_pool1d.default,
+    aten.avg_pool2d.default,
+    aten.adaptive_avg_pool1d.default,
+    aten.adaptive_avg_pool2d.default,
+    aten.reshape.default,
+    aten.view.default,
+    aten.permute.default,
+    aten.transpose.int,
+    aten.flatten.using_ints,
+    aten.slice.Tensor,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.squeeze.default,
+    aten.unsqueeze.default,
+    aten.pad.default,
+    aten.constant_pad_nd.default,
+)
+CAT_TARGETS = (aten.cat.default, aten.concat.default)
+
+
+@op_annotator(name="shared_qparams", targets=SHARED_QPARAM_TARGETS, priority=10)
+def annotate_shared_qparams(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
+    if cfg.mode != "static":
+        return Rejected("shares qparams only within static int8 regions")
+    src = node.args[0]
+    if not is_float_tensor(src):
+        return Rejected("input is not a floating-point tensor")
+    if not output_is_quantized(src):
+        return Rejected("input is not quantized")
+    ann = QuantizationAnnotation(
+        input_qspec_map={src: SharedQuantizationSpec(src)},
+        output_qspec=SharedQuantizationSpec((src, node)),
+    )
+    return Annotation({node: ann}, (node,))
+
+
+@op_annotator(name="cat", targets=CAT_TARGETS, priority=10)
+def annotate_cat(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
+    if cfg.mode != "static":
+        return Rejected("shares qparams only within static int8 regions")
+    inputs = list(node.args[0])
+    if not all(is_float_tensor(i) for i in inputs):
+        return Rejected("an input is not a floating-point tensor")
+    if not all(output_is_quantized(i) for i in inputs):
+        return Rejected("not every input is quantized")
+    first = inputs[0]
+    shared = SharedQuantizationSpec((first, node))
+    qspecs = {first: SharedQuantizationSpec(first)}
+    qspecs.update({i: shared for i in inputs[1:]})
+    ann = QuantizationAnnotation(input_qspec_map=qspecs, output_qspec=shared)
+    return Annotation({node: ann}, (node,))

@@ -1,0 +1,38 @@
+"""The project's error hierarchy.
+
+`UserInputError` subclasses are the user's to fix (bad model, inputs, files, config):
+the command line prints their message and exits 2. Anything else is our bug (exit 1).
+Messages name every offending item and the fix, in one paragraph.
+"""
+
+
+class Pt2eInt8Error(Exception):
+    """Base of every error pt2e-int8 raises on purpose."""
+
+
+class UserInputError(Pt2eInt8Error):
+    """A mistake in what the user passed: the message says what and how to fix it."""
+
+
+class ConfigError(UserInputError, ValueError):
+    """A QuantConfig field or quantizer override is invalid or matches nothing."""
+
+
+class ExportError(UserInputError):
+    """torch.export could not trace the model."""
+
+
+class ExampleInputsError(UserInputError):
+    """Example inputs do not fit the model's forward signature."""
+
+
+class CalibrationError(UserInputError):
+    """Calibration data is missing, non-finite, or does not run through the model."""
+
+
+class InputFileError(UserInputError):
+    """An input file (model, tensors, artifact) is missing, corrupt or of an unknown kind."""
+
+
+class LoweringError(Pt2eInt8Error):
+    """A backend lowering pass failed; the message names the pass."""

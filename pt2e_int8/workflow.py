@@ -1,0 +1,195 @@
+"""PTQ and QAT workflows, each a straight list of steps (like torchao's prepare_pt2e).
+
+    quantize:    check inputs → export (dynamic batch) → prepare_pt2e → calibrate → convert
+    prepare_qat: check inputs → export (train mode) → prepare_qat_pt2e → trainable GraphModule
+    convert:     eval mode → convert_pt2e (QDQ folded: int8 weight constants)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+
+import torch
+from torch.fx import GraphModule
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+from pt2e_int8.annotators._base import META_KEY
+from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
+from pt2e_int8.config import QuantConfig
+from pt2e_int8.errors import CalibrationError, ConfigError
+from pt2e_int8.qat import enable_train_eval, move_to_eval
+from pt2e_int8.quantizer import Int8Quantizer
+
+# Progress is printed only for runs that take longer than this.
+_PROGRESS_AFTER_S = 2.0
+
+
+def _default_quantizer(cfg: QuantConfig) -> Int8Quantizer:
+    return Int8Quantizer().set_global(cfg)
+
+
+def _check_qat_flags(quantizer: Int8Quantizer, qat: bool) -> None:
+    wrong = [c.scheme for c in quantizer.configs if c.is_qat != qat]
+    if wrong:
+        want = "QuantConfig.qat()" if qat else "a PTQ config (static/dynamic/weight_only)"
+        where = "prepare_qat" if qat else "quantize"
+        raise ConfigError(f"{where} needs {want} in every scope; got {', '.join(wrong)}.")
+
+
+class _Progress:
+    """'calibrating 12/50' on stderr, only once a run has taken a couple of seconds."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool | None) -> None:
+        self.label, self.total, self.enabled = label, total, enabled
+        self.start = time.monotonic()
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        if self.enabled is False:
+            return
+        elapsed = time.monotonic() - self.start
+        if self.enabled is None and elapsed < _PROGRESS_AFTER_S:
+            return
+        of = f"/{self.total}" if self.total else ""
+        end = "\r" if sys.stderr.isatty() else "\n"
+        if sys.stderr.isatty() or done == self.total or not self.shown or done % 10 == 0:
+            print(f"{self.label} {done}{of} batches ({elapsed:.1f}s)", end=end, file=sys.stderr, flush=True)
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown and sys.stderr.isatty():
+            print(file=sys.stderr)
+
+
+def _check_finite(batch: tuple, index: int) -> None:
+    bad = [i for i, t in enumerate(batch)
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CalibrationError(
+            f"Calibration batch {index} has NaN or Inf values in input(s) {bad}. "
+            "Clean or drop that batch: observers would turn it into infinite scales."
+        )
+
+
+def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None = None) -> int:
+    """Run calibration batches through a prepared model. Returns how many ran.
+
+    Each batch is a tensor or a tuple of tensors (positional inputs). Raises
+    CalibrationError naming the batch that has NaN/Inf or does not fit the model.
+    """
+    total = len(batches) if hasattr(batches, "__len__") else None
+    bar = _Progress("calibrating", total, progress)
+    count = 0
+    with torch.no_grad():
+        for index, batch in enumerate(batches):
+            args = as_input_tuple(batch)
+            _check_finite(args, index)
+            try:
+                prepared(*args)
+            except Exception as e:
+                raise CalibrationError(
+                    f"Calibration batch {index} {describe_inputs(args)} does not run through the model: "
+                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                    "Batches must have the example inputs' structure (only the batch size may differ)."
+                ) from e
+            count += 1
+            bar.update(count)
+    bar.close()
+    return count
+
+
+def _mark_unobserved(prepared: GraphModule) -> None:
+    """Record layers whose observers saw no data: torchao would quantize them with a bogus scale."""
+    unobserved = set()
+    for name, mod in prepared.named_modules():
+        min_val = getattr(mod, "min_val", None)
+        if isinstance(min_val, torch.Tensor) and min_val.numel() and torch.isinf(min_val).all():
+            unobserved.add(name)
+    if not unobserved:
+        return
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target in unobserved:
+            for user in node.users:
+                info = user.meta.get(META_KEY)
+                if info is not None and info["reason"] is None:
+                    info["unobserved"] = True
+
+
+def quantize(
+    model: torch.nn.Module,
+    example_inputs,
+    calibration: Iterable | None = None,
+    quantizer: Int8Quantizer | None = None,
+    *,
+    dynamic_shapes="batch",
+    progress: bool | None = None,
+) -> GraphModule:
+    """Post-training quantization: export, annotate, calibrate, convert.
+
+    Args:
+        model: the trained float module (put in eval mode here).
+        example_inputs: tensor or tuple of tensors, batch first.
+        calibration: iterable of batches (tensor or tuple); required for static configs.
+        quantizer: an Int8Quantizer; default `Int8Quantizer().set_global(QuantConfig.static())`.
+        dynamic_shapes: "batch" (default), None (static), or a torch.export spec.
+        progress: show calibration progress (default: only on runs over 2 s).
+
+    Returns:
+        The converted GraphModule: QDQ nodes folded, int8 weight constants.
+
+    Example:
+        qm = quantize(model, (x[:32],), calibration=[(b,) for b in x.split(32)])
+    """
+    quantizer = quantizer or _default_quantizer(QuantConfig.static())
+    _check_qat_flags(quantizer, qat=False)
+    needs_data = any(c.needs_calibration for c in quantizer.configs)
+    if needs_data and calibration is None:
+        raise CalibrationError(
+            "A static config needs calibration data: pass calibration=[batch, ...] with a few "
+            "hundred representative samples, or use QuantConfig.dynamic() / weight_only()."
+        )
+    model.eval()
+    exported = export_model(model, example_inputs, dynamic_shapes).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    if calibration is not None:
+        ran = calibrate(prepared, calibration, progress=progress)
+        if needs_data and ran == 0:
+            raise CalibrationError("The calibration iterable was empty: pass at least one batch.")
+    _mark_unobserved(prepared)
+    return convert_pt2e(prepared)
+
+
+def prepare_qat(
+    model: torch.nn.Module,
+    example_inputs,
+    quantizer: Int8Quantizer | None = None,
+    *,
+    dynamic_shapes="batch",
+) -> GraphModule:
+    """Export in train mode and insert fake-quantization; train the result like a module.
+
+    The returned GraphModule supports `.train()` / `.eval()` (batch-norm and dropout
+    switch correctly); see `pt2e_int8.qat` to freeze observers and batch-norm statistics.
+
+    Example:
+        pm = prepare_qat(model, (x[:32],))
+        for xb, yb in loader: loss = F.cross_entropy(pm(xb), yb); loss.backward(); opt.step()
+        qm = convert(pm)
+    """
+    quantizer = quantizer or _default_quantizer(QuantConfig.qat())
+    _check_qat_flags(quantizer, qat=True)
+    model.train()
+    exported = export_model(model, example_inputs, dynamic_shapes).module()
+    prepared = prepare_qat_pt2e(exported, quantizer)
+    enable_train_eval(prepared)
+    return prepared
+
+
+def convert(prepared: GraphModule) -> GraphModule:
+    """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode."""
+    move_to_eval(prepared)
+    _mark_unobserved(prepared)
+    return convert_pt2e(prepared)
+
