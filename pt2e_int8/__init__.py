@@ -19,7 +19,13 @@ from pt2e_int8.errors import (
 )
 from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr
 from pt2e_int8.observers import PercentileObserver
-from pt2e_int8.qat import QATSchedule, freeze_bn_stats, freeze_observers, move_to_eval, move_to_train
+from pt2e_int8.qat import (
+    QATSchedule,
+    freeze_bn_stats,
+    freeze_observers,
+    move_to_eval,
+    move_to_train,
+)
 from pt2e_int8.quantizer import Int8Quantizer
 from pt2e_int8.workflow import calibrate, convert, prepare_qat, quantize
 

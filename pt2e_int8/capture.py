@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 from torch.export import Dim
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from pt2e_int8.errors import ExampleInputsError, ExportError
 
@@ -81,10 +82,12 @@ def _tile_batch(args: tuple) -> tuple:
 
 def _user_frame(e: BaseException) -> str | None:
     """The innermost traceback line in the user's code, from the exception or its text."""
-    for line in str(e).splitlines():
+    lines = str(e).splitlines()
+    for i, line in enumerate(lines):
         stripped = line.strip()
         if stripped.startswith('File "') and "site-packages" not in stripped:
-            return stripped
+            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            return f"{stripped}: `{code}`" if code else stripped
     frames = [f for f in traceback.extract_tb(e.__traceback__) if "site-packages" not in f.filename
               and "/pt2e_int8/" not in f.filename]
     return f'File "{frames[-1].filename}", line {frames[-1].lineno}: {frames[-1].line}' if frames else None
@@ -112,7 +115,7 @@ def _has_dynamic_batch(ep: torch.export.ExportedProgram) -> bool:
     for node in ep.graph.nodes:
         if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
             val = node.meta.get("val")
-            if isinstance(val, torch.Tensor) and val.dim() > 0 and not isinstance(val.shape[0], int):
+            if isinstance(val, torch.Tensor) and val.dim() > 0 and not is_concrete_int(val.shape[0]):
                 return True
     return False
 
@@ -164,11 +167,13 @@ def export_model(
             ep = torch.export.export(model, args, strict=False)
         if kind != "batch":
             reason = str(first_error).strip().splitlines()[0][:200] if first_error else ""
-            what = ("what torch.export could keep dynamic (Dim.AUTO)" if kind == "auto"
-                    else f"a static batch of {tensors[0].shape[0] if tensors else '?'}")
+            what = ("Dim.AUTO: the batch stays dynamic only as far as the model allows (see the "
+                    "ExportedProgram's range_constraints)" if kind == "auto"
+                    else f"a static batch of {tensors[0].shape[0] if tensors else '?'}: inputs must keep "
+                    "that batch size")
             warnings.warn(
                 f"{type(model).__name__}: a dynamic batch dimension could not be exported ({reason}); "
-                f"exported with {what}. Inputs must then keep the example's batch size.",
+                f"exported with {what}.",
                 stacklevel=2,
             )
         return ep

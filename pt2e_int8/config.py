@@ -138,7 +138,7 @@ def _act_range(dtype: torch.dtype) -> tuple[int, int]:
     return info.min, info.max
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 # Cached: equal configs must give the *same* spec object, so torchao shares one observer
 # between a producer's output and its consumers' input edges instead of requantizing.
 def activation_spec(cfg: QuantConfig) -> QuantizationSpec | None:
@@ -162,7 +162,7 @@ def activation_spec(cfg: QuantConfig) -> QuantizationSpec | None:
             else FakeQuantize.with_args(observer=_observer_ctr(cfg), eps=SCALE_EPS)
         )
     else:
-        ctr = _observer_ctr(cfg).with_args(eps=SCALE_EPS)
+        ctr = _observer_ctr(cfg, eps=SCALE_EPS)
     return QuantizationSpec(
         dtype=cfg.act_dtype,
         quant_min=qmin,
@@ -173,14 +173,16 @@ def activation_spec(cfg: QuantConfig) -> QuantizationSpec | None:
     )
 
 
-def _observer_ctr(cfg: QuantConfig):
+def _observer_ctr(cfg: QuantConfig, **kwargs):
+    # One with_args call: torchao reads the observer class name off the partial, which a
+    # chained with_args(...).with_args(...) hides.
     observer = _ACT_OBSERVERS[cfg.observer]
     if observer is PercentileObserver:
-        return PercentileObserver.with_args(percentile=cfg.percentile)
-    return observer
+        kwargs["percentile"] = cfg.percentile
+    return observer.with_args(**kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def weight_spec(cfg: QuantConfig, ch_axis: int = 0) -> QuantizationSpec:
     """Symmetric int8 weight spec; `ch_axis` is the output-channel axis of the weight tensor."""
     if cfg.per_channel:

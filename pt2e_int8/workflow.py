@@ -18,6 +18,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 from pt2e_int8.annotators._base import META_KEY
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.config import QuantConfig
+from pt2e_int8.convbn_fold import fold_only_present_conv_kinds
 from pt2e_int8.errors import CalibrationError, ConfigError
 from pt2e_int8.qat import enable_train_eval, move_to_eval
 from pt2e_int8.quantizer import Int8Quantizer
@@ -33,9 +34,15 @@ def _default_quantizer(cfg: QuantConfig) -> Int8Quantizer:
 def _check_qat_flags(quantizer: Int8Quantizer, qat: bool) -> None:
     wrong = [c.scheme for c in quantizer.configs if c.is_qat != qat]
     if wrong:
-        want = "QuantConfig.qat()" if qat else "a PTQ config (static/dynamic/weight_only)"
-        where = "prepare_qat" if qat else "quantize"
-        raise ConfigError(f"{where} needs {want} in every scope; got {', '.join(wrong)}.")
+        if qat:
+            raise ConfigError(
+                f"prepare_qat needs QuantConfig.qat() in every scope; got {', '.join(wrong)}. "
+                "For post-training quantization use quantize(...)."
+            )
+        raise ConfigError(
+            f"quantize needs a PTQ config (static/dynamic/weight_only) in every scope; got "
+            f"{', '.join(wrong)}. For QAT use prepare_qat(...), train, then convert(...)."
+        )
 
 
 class _Progress:
@@ -102,15 +109,13 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
 
 def _mark_unobserved(prepared: GraphModule) -> None:
     """Record layers whose observers saw no data: torchao would quantize them with a bogus scale."""
-    unobserved = set()
-    for name, mod in prepared.named_modules():
-        min_val = getattr(mod, "min_val", None)
-        if isinstance(min_val, torch.Tensor) and min_val.numel() and torch.isinf(min_val).all():
-            unobserved.add(name)
-    if not unobserved:
-        return
     for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.target in unobserved:
+        if node.op != "call_module":
+            continue
+        mod = prepared.get_submodule(node.target)
+        observer = getattr(mod, "activation_post_process", mod)  # fake-quant wraps its observer
+        min_val = getattr(observer, "min_val", None)
+        if isinstance(min_val, torch.Tensor) and min_val.numel() and torch.isinf(min_val).all():
             for user in node.users:
                 info = user.meta.get(META_KEY)
                 if info is not None and info["reason"] is None:
@@ -157,6 +162,10 @@ def quantize(
         ran = calibrate(prepared, calibration, progress=progress)
         if needs_data and ran == 0:
             raise CalibrationError("The calibration iterable was empty: pass at least one batch.")
+    else:
+        # torchao observes weights during forward: dynamic and weight-only configs still
+        # need one pass, or every weight gets placeholder qparams.
+        calibrate(prepared, [as_input_tuple(example_inputs)], progress=False)
     _mark_unobserved(prepared)
     return convert_pt2e(prepared)
 
@@ -191,5 +200,6 @@ def convert(prepared: GraphModule) -> GraphModule:
     """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode."""
     move_to_eval(prepared)
     _mark_unobserved(prepared)
-    return convert_pt2e(prepared)
+    with fold_only_present_conv_kinds():
+        return convert_pt2e(prepared)
 

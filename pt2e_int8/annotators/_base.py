@@ -163,6 +163,25 @@ def is_float_tensor(node) -> bool:
     return dtype is not None and dtype.is_floating_point
 
 
+def carries_data(node: Node) -> bool:
+    """Whether a float tensor derives from a float input or parameter.
+
+    A float tensor built only from integer/boolean inputs and constants is mask
+    arithmetic (Hugging Face turns the int attention mask into `finfo.min` fills):
+    quantizing it would spend the int8 grid on -3.4e38.
+    """
+    seen, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op in ("placeholder", "get_attr") and is_float_tensor(n):
+            return True
+        stack.extend(n.all_input_nodes)
+    return False
+
+
 def is_param(node) -> bool:
     """A constant tensor of the module (weight, bias, buffer)."""
     return isinstance(node, Node) and node.op == "get_attr"

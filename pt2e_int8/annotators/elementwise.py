@@ -1,6 +1,7 @@
 """Elementwise family: add / mul of two float tensors (+ relu/clamp), static int8 only.
 
-A scalar operand (x * 0.5, x + 1) or an integer tensor leaves the op in float, exactly
+A scalar operand (x * 0.5, x + 1), an integer tensor, or a float tensor computed only
+from integer/boolean inputs (an additive attention mask) leaves the op in float, exactly
 as exported: we never turn integer scalars into float tensors (the stock quantizer
 does, and breaks Hugging Face attention-mask arithmetic).
 """
@@ -10,17 +11,33 @@ from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
 from pt2e_int8.annotators._base import (
+    FUSABLE_ACTIVATIONS,
     Annotation,
     Rejected,
+    carries_data,
     fused_activation,
     is_float_tensor,
     op_annotator,
 )
+from pt2e_int8.annotators.conv import CONV_TARGETS
+from pt2e_int8.annotators.linear import GEMM_ARGS
+from pt2e_int8.annotators.matmul import MATMUL_TARGETS
+from pt2e_int8.annotators.shared_qparams import CAT_TARGETS, SHARED_QPARAM_TARGETS
 from pt2e_int8.config import QuantConfig, activation_spec
 
 aten = torch.ops.aten
 
 ELEMENTWISE_TARGETS = (aten.add.Tensor, aten.mul.Tensor)
+# Ops that can take an int8 input. A sum feeding none of them (a transformer residual
+# into LayerNorm) is dequantized straight away: quantizing it adds error, saves nothing.
+INT8_CONSUMERS = frozenset(
+    {*GEMM_ARGS, *CONV_TARGETS, *MATMUL_TARGETS, *SHARED_QPARAM_TARGETS, *CAT_TARGETS,
+     *ELEMENTWISE_TARGETS, *FUSABLE_ACTIVATIONS}
+)
+
+
+def _feeds_int8_consumer(node: Node) -> bool:
+    return any(u.op == "call_function" and u.target in INT8_CONSUMERS for u in node.users)
 
 
 @op_annotator(name="elementwise", targets=ELEMENTWISE_TARGETS, priority=30)
@@ -30,6 +47,11 @@ def annotate_elementwise(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     a, b = node.args[0], node.args[1]
     if not (is_float_tensor(a) and is_float_tensor(b)):
         return Rejected("an operand is a scalar or not a floating-point tensor")
+    if not (carries_data(a) and carries_data(b)):
+        return Rejected("an operand is mask arithmetic (derived from integer/boolean inputs only)")
+    if not _feeds_int8_consumer(node):
+        users = ", ".join(sorted({str(getattr(u.target, "__name__", u.target)) for u in node.users}))
+        return Rejected(f"its result only feeds float ops ({users}): int8 here would add error only")
     if a.meta["val"].shape != node.meta["val"].shape and b.meta["val"].shape != node.meta["val"].shape:
         return Rejected("both operands broadcast")
     spec = activation_spec(cfg)

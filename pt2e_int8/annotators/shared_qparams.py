@@ -71,6 +71,6 @@ def annotate_cat(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     first = inputs[0]
     shared = SharedQuantizationSpec((first, node))
     qspecs = {first: SharedQuantizationSpec(first)}
-    qspecs.update({i: shared for i in inputs[1:]})
+    qspecs.update({i: shared for i in inputs[1:] if i is not first})  # cat([h, h]) shares h once
     ann = QuantizationAnnotation(input_qspec_map=qspecs, output_qspec=shared)
     return Annotation({node: ann}, (node,))
