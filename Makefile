@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check pt2e_int8 backends tests export_examples bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
 	$(BIN)/pt2e-int8 demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check pt2e_int8 backends tests export_examples bench
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
