@@ -3,59 +3,83 @@
     import pt2e_int8 as q
     qm = q.quantize(model, example_inputs, calibration=batches)
     print(q.coverage(qm))
+
+Names are re-exported lazily (PEP 562): `import pt2e_int8.cli` or `pt2e_int8.errors` must not
+pull in torchao, so `pt2e-int8 bench` runs on a board that has only a runtime installed.
 """
 
-from pt2e_int8.config import QuantConfig
-from pt2e_int8.coverage import CoverageReport, LayerRow, coverage
-from pt2e_int8.errors import (
-    CalibrationError,
-    ConfigError,
-    ExampleInputsError,
-    ExportError,
-    InputFileError,
-    LoweringError,
-    Pt2eInt8Error,
-    UserInputError,
-)
-from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr
-from pt2e_int8.observers import PercentileObserver
-from pt2e_int8.qat import (
-    QATSchedule,
-    freeze_bn_stats,
-    freeze_observers,
-    move_to_eval,
-    move_to_train,
-)
-from pt2e_int8.quantizer import Int8Quantizer
-from pt2e_int8.workflow import calibrate, convert, prepare_qat, quantize
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CalibrationError",
-    "ConfigError",
-    "CoverageReport",
-    "ExampleInputsError",
-    "ExportError",
-    "InputFileError",
-    "Int8Quantizer",
-    "LayerRow",
-    "LoweringError",
-    "PercentileObserver",
-    "Pt2eInt8Error",
-    "QATSchedule",
-    "QuantConfig",
-    "UserInputError",
-    "calibrate",
-    "convert",
-    "cosine",
-    "coverage",
-    "freeze_bn_stats",
-    "freeze_observers",
-    "max_error_in_steps",
-    "move_to_eval",
-    "move_to_train",
-    "prepare_qat",
-    "quantize",
-    "sqnr",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "QuantConfig": "pt2e_int8.config",
+    "CoverageReport": "pt2e_int8.coverage_report",
+    "LayerRow": "pt2e_int8.coverage_report",
+    "coverage": "pt2e_int8.coverage_report",
+    "CalibrationError": "pt2e_int8.errors",
+    "ConfigError": "pt2e_int8.errors",
+    "ExampleInputsError": "pt2e_int8.errors",
+    "ExportError": "pt2e_int8.errors",
+    "InputFileError": "pt2e_int8.errors",
+    "LoweringError": "pt2e_int8.errors",
+    "Pt2eInt8Error": "pt2e_int8.errors",
+    "UserInputError": "pt2e_int8.errors",
+    "cosine": "pt2e_int8.numerics",
+    "max_error_in_steps": "pt2e_int8.numerics",
+    "sqnr": "pt2e_int8.numerics",
+    "PercentileObserver": "pt2e_int8.observers",
+    "QATSchedule": "pt2e_int8.qat",
+    "freeze_bn_stats": "pt2e_int8.qat",
+    "freeze_observers": "pt2e_int8.qat",
+    "move_to_eval": "pt2e_int8.qat",
+    "move_to_train": "pt2e_int8.qat",
+    "Int8Quantizer": "pt2e_int8.quantizer",
+    "calibrate": "pt2e_int8.workflow",
+    "convert": "pt2e_int8.workflow",
+    "prepare_qat": "pt2e_int8.workflow",
+    "quantize": "pt2e_int8.workflow",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from pt2e_int8.config import QuantConfig  # noqa: F401
+    from pt2e_int8.coverage_report import CoverageReport, LayerRow, coverage  # noqa: F401
+    from pt2e_int8.errors import (  # noqa: F401
+        CalibrationError,
+        ConfigError,
+        ExampleInputsError,
+        ExportError,
+        InputFileError,
+        LoweringError,
+        Pt2eInt8Error,
+        UserInputError,
+    )
+    from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr  # noqa: F401
+    from pt2e_int8.observers import PercentileObserver  # noqa: F401
+    from pt2e_int8.qat import (  # noqa: F401
+        QATSchedule,
+        freeze_bn_stats,
+        freeze_observers,
+        move_to_eval,
+        move_to_train,
+    )
+    from pt2e_int8.quantizer import Int8Quantizer  # noqa: F401
+    from pt2e_int8.workflow import calibrate, convert, prepare_qat, quantize  # noqa: F401
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pt2e_int8' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -12,7 +12,9 @@ Order of attempts (first that works wins; every fallback warns):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -155,7 +157,8 @@ def export_model(
     last_error: BaseException | None = None
     for kind, trace_args, shapes in attempts:
         try:
-            with warnings.catch_warnings():
+            # torch prints the partial graph of each failed attempt to stderr; the fallbacks are ours.
+            with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
                 ep = torch.export.export(model, trace_args, dynamic_shapes=shapes, strict=False)
         except Exception as e:  # noqa: BLE001  (each attempt's failure decides the next attempt)

@@ -106,11 +106,19 @@ def is_annotated(node: Node) -> bool:
 
 
 def record(node: Node, *, annotator: str, config: QuantConfig | None, reason: str | None) -> None:
-    node.meta[META_KEY] = {
+    info = {
         "annotator": annotator,
         "scheme": config.scheme if config is not None else None,
         "reason": reason,
     }
+    node.meta[META_KEY] = info
+    # meta["custom"] survives torch.export.save/load, so a reloaded .pt2 keeps its reasons.
+    node.meta.setdefault("custom", {})[META_KEY] = info
+
+
+def recorded(node: Node) -> dict:
+    """What `record` stored for this node, also after a torch.export save/load round trip."""
+    return node.meta.get(META_KEY) or node.meta.get("custom", {}).get(META_KEY) or {}
 
 
 def annotate_graph(

@@ -54,3 +54,19 @@ def test_float_model_has_every_layer_float():
     gm = export_model(nn.Sequential(nn.Linear(4, 4)), (torch.randn(2, 4),)).module()
     rep = q.coverage(gm)
     assert len(rep.layers) == 1 and not rep.layers[0].quantized
+
+
+def test_reasons_survive_export_save_and_load():
+    import io
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8)
+    quantizer = q.Int8Quantizer().set_global(q.QuantConfig.static()).set_module_name("2", None)
+    qm = q.quantize(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).eval(), (x,),
+                    calibration=[(x,)], quantizer=quantizer)
+    buf = io.BytesIO()
+    torch.export.save(torch.export.export(qm, (x,)), buf)
+    buf.seek(0)
+    rows = {r.name: r for r in q.coverage(torch.export.load(buf).module()).layers}
+    assert rows["0"].scheme == "static/per-channel"
+    assert rows["2"].reason == "kept float by set_module_name('2')"

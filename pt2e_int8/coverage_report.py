@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_int8.annotators._base import META_KEY
+from pt2e_int8.annotators._base import recorded
 from pt2e_int8.qdq import CHOOSE_QPARAMS_OPS, PER_CHANNEL_OPS, is_dequantize
 from pt2e_int8.quantizer import module_stack
 
@@ -122,7 +122,7 @@ def coverage(gm: GraphModule) -> CoverageReport:
         name = path or node.name
         if paths.count(path) > 1 or not path:
             name = f"{path}[{node.name}]" if path else node.name
-        info = node.meta.get(META_KEY) or {}
+        info = recorded(node)
         scheme = _graph_scheme(node, act_i, weight_i)
         reason = None
         if info.get("unobserved"):

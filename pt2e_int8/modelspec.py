@@ -1,0 +1,157 @@
+"""MODEL on the command line: a `.pt2` file, or `path/file.py:function` / `package.module:function`.
+
+A factory returns a module or `(module, example_inputs)`. A `.pt2` (torch.export.save) is
+float, or already converted by pt2e-int8 (it has quantize/dequantize ops), in which case it
+goes to the backends as is. Every way this can fail is an InputFileError naming the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pt2e_int8.errors import InputFileError
+
+_FORMS = ("a .pt2 file written by torch.export.save, or path/to/file.py:function / "
+          "package.module:function where the function returns an nn.Module or (module, example_inputs)")
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module  # the float module, or the converted GraphModule
+    example_inputs: tuple | None  # from the factory or the .pt2, when it has them
+    converted: bool  # already quantized: has q/dq ops
+    source: str  # the MODEL argument, for messages and the report
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def is_converted(gm: torch.nn.Module) -> bool:
+    """True when the graph already holds pt2e quantize/dequantize ops."""
+    from pt2e_int8.qdq import QDQ_OPS
+
+    graph = getattr(gm, "graph", None)
+    return graph is not None and any(n.op == "call_function" and n.target in QDQ_OPS for n in graph.nodes)
+
+
+def _freeze_train_eval(gm: torch.nn.Module) -> torch.nn.Module:
+    # torch.export's unlifted module raises on .train()/.eval(); its graph is already fixed in
+    # the mode it was exported in, so both are no-ops (quantize() calls model.eval()).
+    gm.train = types.MethodType(lambda self, mode=True: self, gm)
+    gm.eval = types.MethodType(lambda self: self, gm)
+    return gm
+
+
+def _load_pt2(path: Path, source: str) -> LoadedModel:
+    if not path.is_file():
+        raise InputFileError(f"MODEL {path}: no such file. Pass {_FORMS}.")
+    import pt2e_int8.qdq  # noqa: F401  (registers quantized_decomposed ops so a converted .pt2 deserializes)
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001  (corrupt archives fail in many ways)
+        raise InputFileError(
+            f"MODEL {path}: cannot be loaded with torch.export.load ({_first_line(e)}). The file is truncated, "
+            "corrupt or not an ExportedProgram: re-create it with torch.export.save(torch.export.export(model, args), path)."
+        ) from e
+    gm = _freeze_train_eval(ep.module())
+    example = None
+    saved = getattr(ep, "example_inputs", None)
+    if saved:
+        args, kwargs = saved
+        example = tuple(args) if not kwargs else None
+    return LoadedModel(gm, example, is_converted(gm), source)
+
+
+def _exec_file(path: Path, source: str) -> types.ModuleType:
+    if not path.is_file():
+        raise InputFileError(f"MODEL {source}: the file {path} does not exist. Pass {_FORMS}.")
+    name = f"_pt2e_int8_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InputFileError(f"MODEL {source}: {path} is not a Python file. Pass {_FORMS}.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    # Let the file import its siblings, as `python file.py` would.
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
+    return module
+
+
+def _import_factory_module(target: str, source: str) -> types.ModuleType:
+    looks_like_file = target.endswith(".py") or "/" in target or "\\" in target
+    try:
+        return _exec_file(Path(target), source) if looks_like_file else importlib.import_module(target)
+    except InputFileError:
+        raise
+    except ModuleNotFoundError as e:
+        if not looks_like_file and e.name and target.startswith(e.name):
+            raise InputFileError(
+                f"MODEL {source}: no module named {target!r}. Pass a module importable from here "
+                f"(check PYTHONPATH) or a file path; {_FORMS}."
+            ) from e
+        raise InputFileError(f"MODEL {source}: importing it failed ({_first_line(e)}). Install what it imports.") from e
+    except Exception as e:  # noqa: BLE001  (the user's module raised at import)
+        raise InputFileError(
+            f"MODEL {source}: importing {target} raised {_first_line(e)}. Fix the module so it imports "
+            "cleanly (run it with python to see the traceback, or add --debug)."
+        ) from e
+
+
+def _call_factory(target: str, func_name: str, source: str) -> LoadedModel:
+    module = _import_factory_module(target, source)
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        have = f"; it defines {', '.join(names)}" if names else ""
+        raise InputFileError(
+            f"MODEL {source}: {target} has no function {func_name!r}{have}. "
+            "Name a function that returns an nn.Module or (module, example_inputs)."
+        )
+    try:
+        made = factory()
+    except Exception as e:  # noqa: BLE001  (the user's factory raised)
+        raise InputFileError(
+            f"MODEL {source}: calling {func_name}() raised {_first_line(e)}. Fix the factory so it builds "
+            "the model without arguments (add --debug for the traceback)."
+        ) from e
+    example = None
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        made, example = made
+        example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+    if not isinstance(made, torch.nn.Module):
+        raise InputFileError(
+            f"MODEL {source}: {func_name}() returned {type(made).__name__}; it must return an nn.Module "
+            "or a tuple (module, example_inputs)."
+        )
+    return LoadedModel(made, example, is_converted(made), source)
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Load MODEL as given on the command line.
+
+    Example:
+        load_model("models/mlp.py:build")   # -> LoadedModel(module, example_inputs, converted=False, ...)
+        load_model("out/qm.pt2")
+    """
+    if spec.lower().endswith(".pt2"):
+        return _load_pt2(Path(spec), spec)
+    target, sep, func_name = spec.rpartition(":")
+    if not sep or not target or not func_name:
+        if Path(spec).suffix.lower() in (".pt", ".pth", ".ckpt", ".safetensors"):
+            raise InputFileError(
+                f"MODEL {spec}: a weights file holds no model code. Write a file.py with a function that builds the "
+                f"module and loads these weights, and pass file.py:function; or pass {_FORMS}."
+            )
+        raise InputFileError(f"MODEL {spec!r} is neither a .pt2 file nor module:function. Pass {_FORMS}.")
+    return _call_factory(target, func_name, spec)
