@@ -1,0 +1,270 @@
+"""Every row of the benchmark: a pipeline that turns the float model into one artifact.
+
+A pipeline is data (`Pipeline`: name, runtime, origin, the float baseline it is compared to)
+plus a function `fn(ctx) -> Path | None` that writes the artifact and times its stages through
+`ctx.stage(...)`. `float_eager` writes nothing: it is the PyTorch model itself.
+
+    origin   float: the float model in each runtime (the baselines)
+             ours:  pt2e_int8.quantize / prepare_qat → backends.executorch / backends.onnx
+             ours_float: backends.executorch on the float model (what our lowering alone gives)
+             stock: ExecuTorch's XNNPACKQuantizer flow     ort: ONNX Runtime's quantization tool
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench import anchors
+from bench.models import BenchModel, ModelData
+
+RUNTIMES = ("eager", "executorch", "onnxruntime")
+# The float baseline of each runtime (ratio column), and the cross-runtime anchor.
+RUNTIME_BASELINE = {"eager": "float_eager", "executorch": "float_pte", "onnxruntime": "float_onnx"}
+STOCK_FLOAT_PTE = "float_pte"
+# Outlier-robust activation observer of our static rows (transformer activations have outliers).
+STATIC_OBSERVER = "histogram"
+# Our .pte rows are exported with static shapes (batch 1), like every stock .pte they are compared
+# with; `*_dynbatch` rows show what export_pte's default dynamic batch (1..64) costs.
+PTE_DYNAMIC_SHAPES = None
+
+
+@dataclass
+class Ctx:
+    """What a pipeline function gets: the model, its data, where to write, and a stage timer."""
+
+    model: BenchModel
+    data: ModelData
+    workdir: Path
+    quick: bool
+    stages: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def float_model(self) -> torch.nn.Module:
+        """A fresh float model (loading it is not a pipeline stage)."""
+        return self.model.build(self.workdir, self.quick)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+
+    def artifact(self, name: str, ext: str) -> Path:
+        return self.workdir / f"{name}.{ext}"
+
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask"] if self.model.metric == "cosine" else ["x"]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    label: str
+    runtime: str  # one of RUNTIMES
+    origin: str  # "float" | "ours" | "ours_float" (our lowering, no int8) | "stock" | "ort"
+    fn: Callable[[Ctx], Path | None]
+    needs: tuple[str, ...] = ()  # pipelines whose artifacts this one reads
+    qat_only: bool = False  # only for models with a QAT recipe (digits)
+    fallback_for: str | None = None  # runs only when this pipeline failed (a fairer anchor in its place)
+    models: tuple[str, ...] | None = None  # only for these models (None: all)
+
+    @property
+    def is_anchor(self) -> bool:
+        return self.origin in ("float", "stock", "ort") and self.runtime != "eager"
+
+
+PIPELINES: dict[str, Pipeline] = {}
+
+
+def register(name: str, label: str, runtime: str, origin: str, *, needs: tuple[str, ...] = (),
+             qat_only: bool = False, fallback_for: str | None = None, models: tuple[str, ...] | None = None):
+    """Decorator: add `fn` to PIPELINES under `name` (refusing duplicates); returns `fn`."""
+    assert runtime in RUNTIMES, runtime
+
+    def wrap(fn: Callable[[Ctx], Path | None]) -> Callable[[Ctx], Path | None]:
+        if name in PIPELINES:
+            raise ValueError(f"pipeline {name!r} registered twice")
+        PIPELINES[name] = Pipeline(name, label, runtime, origin, fn, needs, qat_only, fallback_for, models)
+        return fn
+
+    return wrap
+
+
+def pipelines_for(model: BenchModel) -> list[Pipeline]:
+    return [p for p in PIPELINES.values()
+            if (model.has_qat or not p.qat_only) and (p.models is None or model.name in p.models)]
+
+
+def blocked(pipe: Pipeline, metas: dict[str, dict]) -> tuple[str, str] | None:
+    """("skip", why) when the pipeline is not needed, ("error", why) when it cannot run, else None.
+
+    `metas` maps the pipelines exported so far to their result documents.
+    """
+    if pipe.fallback_for and metas.get(pipe.fallback_for, {}).get("ok"):
+        return "skip", f"{pipe.fallback_for} worked"
+    broken = [n for n in pipe.needs if not metas.get(n, {}).get("ok")]
+    if broken:
+        return "error", f"needs {', '.join(broken)}, which failed"
+    return None
+
+
+# --- ours -----------------------------------------------------------------------------------
+
+def _ours_quantized(ctx: Ctx, scheme: str):
+    import pt2e_int8 as q
+
+    model = ctx.float_model()
+    if scheme == "qat":
+        with ctx.stage("qat"):
+            return ctx.model.qat(model, ctx.workdir, ctx.quick)
+    if scheme == "mixed":
+        # The ExecuTorch owner's MiniLM recipe (one definition, in bench/minilm_pte.py): linears only,
+        # static with the histogram observer, dynamic in the FFN where GELU's tails are.
+        from bench.minilm_pte import our_static_quantizer
+
+        quantizer = our_static_quantizer()
+    else:
+        cfg = q.QuantConfig.static(observer=STATIC_OBSERVER) if scheme == "static" else q.QuantConfig.dynamic()
+        quantizer = q.Int8Quantizer().set_global(cfg)
+    with ctx.stage("quantize"):
+        return q.quantize(model, ctx.data.calibration[0], calibration=ctx.data.calibration,
+                          quantizer=quantizer, progress=False)
+
+
+def _placement_note(ctx: Ctx, result) -> None:
+    n8 = len(result.int8_layers)
+    ctx.notes.append(f"{n8}/{len(result.placement)} layers int8")
+
+
+def _ours_pte(scheme: str, dynamic_shapes=PTE_DYNAMIC_SHAPES) -> Callable[[Ctx], Path]:
+    def run(ctx: Ctx) -> Path:
+        from backends.executorch import export_pte
+
+        qm = _ours_quantized(ctx, scheme)
+        name = f"ours_{scheme}" + ("_dynbatch" if dynamic_shapes == "batch" else "")
+        with ctx.stage("lower"):
+            res = export_pte(qm, ctx.data.example, ctx.artifact(name, "pte"), dynamic_shapes=dynamic_shapes)
+        _placement_note(ctx, res)
+        if dynamic_shapes == "batch":
+            ctx.notes.append("dynamic batch 1..64")
+        return res.path
+
+    return run
+
+
+def _ours_onnx(scheme: str) -> Callable[[Ctx], Path]:
+    def run(ctx: Ctx) -> Path:
+        from backends.onnx import export_onnx
+
+        qm = _ours_quantized(ctx, scheme)
+        with ctx.stage("export"):
+            res = export_onnx(qm, ctx.data.example, ctx.artifact(f"ours_{scheme}", "onnx"))
+        _placement_note(ctx, res)
+        return res.path
+
+    return run
+
+
+# --- registry (order = row order) -----------------------------------------------------------
+
+@register("float_eager", "float, PyTorch eager", "eager", "float")
+def _float_eager(ctx: Ctx) -> None:
+    return None
+
+
+@register("float_pte", "float .pte (stock XNNPACK lowering)", "executorch", "float")
+def _float_pte(ctx: Ctx) -> Path:
+    path = ctx.artifact("float", "pte")
+    anchors.stock_float_pte(ctx.float_model(), ctx.data.example, path, ctx.stage)
+    return path
+
+
+register("ours_static_pte", f"ours int8 static ({STATIC_OBSERVER}) .pte", "executorch", "ours")(_ours_pte("static"))
+register("ours_dynamic_pte", "ours int8 dynamic .pte", "executorch", "ours")(_ours_pte("dynamic"))
+register("ours_qat_pte", "ours int8 QAT .pte", "executorch", "ours", qat_only=True)(_ours_pte("qat"))
+register("ours_mixed_pte", "ours int8 mixed (static linears, dynamic FFN) .pte", "executorch", "ours",
+         models=("minilm",))(_ours_pte("mixed"))
+register("ours_dynamic_dynbatch_pte", "ours int8 dynamic .pte, dynamic batch (export_pte's default)", "executorch",
+         "ours", models=("minilm",))(_ours_pte("dynamic", dynamic_shapes="batch"))
+
+
+@register("ours_float_pte", "ours float .pte (export_pte of the float model: our lowering, no int8)",
+          "executorch", "ours_float", models=("minilm",))
+def _ours_float_pte(ctx: Ctx) -> Path:
+    from backends.executorch import export_pte
+
+    with ctx.stage("lower"):
+        return export_pte(ctx.float_model(), ctx.data.example, ctx.artifact("ours_float", "pte"),
+                          dynamic_shapes=PTE_DYNAMIC_SHAPES).path
+
+
+def _stock(dynamic: bool, transform: bool = True) -> Callable[[Ctx], Path]:
+    def run(ctx: Ctx) -> Path:
+        path = ctx.artifact(f"stock_{'dynamic' if dynamic else 'static'}{'' if transform else '_noxform'}", "pte")
+        anchors.stock_int8_pte(ctx.float_model(), ctx.data.example, ctx.data.calibration_singles(), path,
+                               ctx.stage, dynamic=dynamic, transform=transform)
+        return path
+
+    return run
+
+
+register("stock_static_pte", "stock XNNPACKQuantizer int8 static .pte", "executorch", "stock")(_stock(False))
+register("stock_static_noxform_pte", "stock XNNPACKQuantizer int8 static .pte, transform_for_annotation skipped",
+         "executorch", "stock", fallback_for="stock_static_pte")(_stock(False, transform=False))
+register("stock_dynamic_pte", "stock XNNPACKQuantizer int8 dynamic .pte", "executorch", "stock")(_stock(True))
+register("stock_dynamic_noxform_pte", "stock XNNPACKQuantizer int8 dynamic .pte, transform_for_annotation skipped",
+         "executorch", "stock", fallback_for="stock_dynamic_pte")(_stock(True, transform=False))
+
+
+@register("float_onnx", "float ONNX (torch.onnx dynamo) in ORT", "onnxruntime", "float")
+def _float_onnx(ctx: Ctx) -> Path:
+    path = ctx.artifact("float", "onnx")
+    anchors.float_onnx(ctx.float_model(), ctx.data.example, path, ctx.stage, ctx.input_names())
+    return path
+
+
+@register("float_onnx_ortopt", "float ONNX + ORT transformer optimizer (fused attention/LayerNorm)",
+          "onnxruntime", "ort", needs=("float_onnx",), models=("minilm",))
+def _float_onnx_ortopt(ctx: Ctx) -> Path:
+    config = ctx.float_model().bert.config
+    path = ctx.artifact("float_ortopt", "onnx")
+    anchors.ort_transformer_optimized(ctx.artifact("float", "onnx"), path, ctx.stage, ctx.notes,
+                                      num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+    return path
+
+
+def _ort(kind: str) -> Callable[[Ctx], Path]:
+    def run(ctx: Ctx) -> Path:
+        src, path = ctx.artifact("float", "onnx"), ctx.artifact(f"ort_{kind}", "onnx")
+        if kind == "static":
+            anchors.ort_static(src, path, ctx.data.calibration_singles(), ctx.stage, ctx.notes)
+        elif kind == "static_matmul":
+            anchors.ort_static(src, path, ctx.data.calibration_singles(), ctx.stage, ctx.notes,
+                               op_types=["MatMul", "Gemm"])
+        else:
+            anchors.ort_dynamic(src, path, ctx.stage, ctx.notes, per_channel=kind == "dynamic_pc")
+        return path
+
+    return run
+
+
+register("ort_static", "ORT quantize_static (QDQ, per-channel)", "onnxruntime", "ort",
+         needs=("float_onnx",))(_ort("static"))
+register("ort_static_matmul", "ORT quantize_static (QDQ, per-channel, MatMul/Gemm only)", "onnxruntime", "ort",
+         needs=("float_onnx",))(_ort("static_matmul"))
+register("ort_dynamic", "ORT quantize_dynamic", "onnxruntime", "ort", needs=("float_onnx",))(_ort("dynamic"))
+register("ort_dynamic_pc", "ORT quantize_dynamic (per-channel)", "onnxruntime", "ort",
+         needs=("float_onnx",))(_ort("dynamic_pc"))
+register("ours_static_onnx", f"ours int8 static ({STATIC_OBSERVER}) ONNX", "onnxruntime", "ours")(_ours_onnx("static"))
+register("ours_dynamic_onnx", "ours int8 dynamic ONNX", "onnxruntime", "ours")(_ours_onnx("dynamic"))
+register("ours_qat_onnx", "ours int8 QAT ONNX", "onnxruntime", "ours", qat_only=True)(_ours_onnx("qat"))
+register("ours_mixed_onnx", "ours int8 mixed (static linears, dynamic FFN) ONNX", "onnxruntime", "ours",
+         models=("minilm",))(_ours_onnx("mixed"))
