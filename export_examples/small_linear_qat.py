@@ -24,14 +24,24 @@ x = torch.randn(2048, 16)
 y = x @ torch.linspace(-1, 1, 16)[:, None] + 0.1 * torch.randn(2048, 1)
 
 model = nn.Sequential(nn.Linear(16, 1))
+
+
+def fit(module, steps, lr):
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (64,))
+        loss = nn.functional.mse_loss(module(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+# The usual QAT recipe: train in float, then fine-tune with fake-quantization. (QAT from a
+# random init starts with output ranges observed on a random model; clipped outputs get no
+# gradient through the fake-quant, so training stalls.)
+fit(model, 300, lr=1e-2)  # milliseconds: no need to shorten it for --quick
 pm = q.prepare_qat(copy.deepcopy(model), (x[:32],))
-opt = torch.optim.Adam(pm.parameters(), lr=1e-2)
-for _ in range(30 if args.quick else 300):
-    idx = torch.randint(0, len(x), (64,))
-    loss = nn.functional.mse_loss(pm(x[idx]), y[idx])
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+fit(pm, 30 if args.quick else 100, lr=1e-3)
 qm = q.convert(pm)
 
 print(q.coverage(qm), "\n")

@@ -49,6 +49,7 @@ def test_small_linear_qat(tmp_path):
     rows = {r["artifact"]: r for r in _run("small_linear_qat.py", tmp_path)}
     assert _int8_everywhere(rows[".pte"])
     ref = float(rows["torch (converted)"]["mse"])
+    assert ref < 0.1, f"QAT model did not learn y = x·w (+ noise of variance 0.01): mse {ref}"
     assert abs(float(rows[".pte"]["mse"]) - ref) <= 0.01 * ref + 1e-4
     assert abs(float(rows[".onnx"]["mse"]) - ref) <= 0.01 * ref + 1e-4
 
