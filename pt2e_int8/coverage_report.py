@@ -14,7 +14,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_int8.annotators._base import recorded
-from pt2e_int8.qdq import CHOOSE_QPARAMS_OPS, PER_CHANNEL_OPS, is_dequantize
+from pt2e_int8.qdq import PER_CHANNEL_OPS, is_dequantize, is_dynamic_dequantize
 from pt2e_int8.quantizer import module_stack
 
 aten = torch.ops.aten
@@ -53,13 +53,6 @@ def _dequantized(arg) -> Node | None:
     return arg if isinstance(arg, Node) and is_dequantize(arg) else None
 
 
-def _is_dynamic(dq: Node) -> bool:
-    scale = dq.args[1]
-    return isinstance(scale, Node) and scale.op == "call_function" and any(
-        n.op == "call_function" and n.target in CHOOSE_QPARAMS_OPS for n in [scale, *scale.all_input_nodes]
-    )
-
-
 def _graph_scheme(node: Node, act_i: int, weight_i: int | None) -> str | None:
     """The scheme the converted graph really has at this layer, or None if it is float."""
     act = _dequantized(node.args[act_i])
@@ -68,7 +61,7 @@ def _graph_scheme(node: Node, act_i: int, weight_i: int | None) -> str | None:
         granularity = "per-channel" if other.target in PER_CHANNEL_OPS else "per-tensor"
         if act is None:
             return f"weight-only/{granularity}"
-        return f"{'dynamic' if _is_dynamic(act) else 'static'}/{granularity}"
+        return f"{'dynamic' if is_dynamic_dequantize(act) else 'static'}/{granularity}"
     if act is not None and other is not None:  # activation × activation
         return "static/per-tensor"
     return None

@@ -18,11 +18,18 @@ CALIBRATION_SENTENCES = [
     "He forgot his umbrella on the train again.", "Compilers translate source code to machine code.",
     "A child is reading a book under a tree.", "The new phone has a faster processor.",
     "Scientists discovered a new species of frog.", "The recipe needs two cups of flour.",
+    "Our flight was cancelled because of the storm.", "The museum opens at nine on weekdays.",
+    "Please restart the router if the connection drops.", "Bees pollinate most of the fruit we eat.",
 ]
 HELD_OUT_SENTENCES = [
     "Two dogs are running through a field.", "The stock market fell sharply on Monday.",
     "Edge devices run small language models offline.", "My grandmother grows tomatoes in her garden.",
     "The train was delayed by heavy snow.", "A woman is slicing an onion in the kitchen.",
+    "The orchestra rehearsed the symphony all afternoon.", "Battery life matters more than screen size.",
+    "He scored the winning goal in the last minute.", "The library extended its opening hours.",
+    "Volcanic ash grounded hundreds of flights.", "She is learning to play the violin.",
+    "The app crashes whenever I upload a photo.", "Fresh snow covered the mountain village.",
+    "A cat is sleeping on a warm windowsill.", "The court ruled in favour of the tenants.",
 ]
 
 

@@ -37,3 +37,11 @@ def is_dequantize(node: torch.fx.Node) -> bool:
 
 def is_quantize(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target in QUANTIZE_OPS
+
+
+def is_dynamic_dequantize(node: torch.fx.Node) -> bool:
+    """A dequantize whose scale is computed at run time by choose_qparams (dynamic int8)."""
+    scale = node.args[1] if len(node.args) > 1 else None
+    return isinstance(scale, torch.fx.Node) and any(
+        n.op == "call_function" and n.target in CHOOSE_QPARAMS_OPS for n in [scale, *scale.all_input_nodes]
+    )

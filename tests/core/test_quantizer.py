@@ -75,9 +75,12 @@ def test_unknown_module_name_is_an_error_with_suggestion():
         _rows(q.Int8Quantizer().set_global(q.QuantConfig.static()).set_module_name("encoder.0.querry", None))
 
 
-def test_unmatched_module_type_warns():
-    with pytest.warns(UserWarning, match=r"set_module_type\(Conv2d\) matches no module"):
-        _rows(q.Int8Quantizer().set_global(q.QuantConfig.static()).set_module_type(nn.Conv2d, None))
+def test_unmatched_module_type_warns_and_changes_nothing():
+    with pytest.warns(UserWarning, match=r"set_module_type\(Conv2d\) matches no module") as record:
+        rows, _ = _rows(q.Int8Quantizer().set_global(q.QuantConfig.static()).set_module_type(nn.Conv2d, None))
+    assert len([w for w in record if "matches no module" in str(w.message)]) == 1
+    assert sorted(rows) == ["classifier", "encoder.0.query", "encoder.0.value", "encoder.1.query", "encoder.1.value"]
+    assert all(r.scheme == "static/per-channel" for r in rows.values()), rows
 
 
 @pytest.mark.parametrize(

@@ -53,15 +53,6 @@ class AttentionScores(nn.Module):
         return torch.matmul(self.q(x), self.k(x).transpose(-1, -2))
 
 
-class DigitsMLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.head = nn.Linear(64, 64), nn.Linear(64, 32), nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(F.relu(self.fc2(F.relu(self.fc1(x)))))
-
-
 class Block(nn.Module):
     """One pre-norm transformer layer (eager matmul attention, LayerNorm, GELU MLP) and a linear head."""
 
@@ -84,19 +75,6 @@ class Block(nn.Module):
         return self.head(x)
 
 
-def train(model: nn.Module, x, y, epochs: int, lr: float = 0.01, batch: int = 32) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch):
-            idx = perm[i : i + batch]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 def output_step(gm: torch.fx.GraphModule) -> float:

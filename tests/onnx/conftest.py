@@ -11,14 +11,13 @@ import torch
 import pt2e_int8 as q
 from backends.onnx import export_onnx
 from backends.result import ExportResult
+from tests.core._helpers import DigitsMLP, train
 from tests.onnx._models import (
     AttentionScores,
     Block,
     ConvBnRelu,
-    DigitsMLP,
     Linear,
     LinearRelu,
-    train,
 )
 
 
@@ -75,7 +74,7 @@ def static_cases(onnx_dir, digits) -> dict[str, Case]:
     cases["attention"] = _make("attention", AttentionScores(), torch.randn(8, 6, 32), cfg, _calib((8, 6, 32)),
                                onnx_dir)
     xd, yd = digits
-    mlp = train(DigitsMLP(), xd[:1200], yd[:1200], epochs=8)
+    mlp = train(DigitsMLP(), xd[:1200], yd[:1200], epochs=8).eval()
     cases["digits_mlp"] = _make("digits_mlp", mlp, xd[1200:1208], cfg, [(b,) for b in xd[:1200].split(100)],
                                 onnx_dir)
     return cases

@@ -15,16 +15,9 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from backends.executorch.passes.constants import constant_value, erase_dead_constants, is_constant
 from pt2e_int8.coverage_report import LAYER_OPS
-from pt2e_int8.qdq import CHOOSE_QPARAMS_OPS, is_dequantize
+from pt2e_int8.qdq import is_dequantize, is_dynamic_dequantize
 
 _qd = torch.ops.quantized_decomposed
-
-
-def _is_dynamic(dq: Node) -> bool:
-    scale = dq.args[1]
-    return isinstance(scale, Node) and any(
-        n.op == "call_function" and n.target in CHOOSE_QPARAMS_OPS for n in [scale, *scale.all_input_nodes]
-    )
 
 
 class ExpandPerTensorWeightPass(PassBase):
@@ -42,7 +35,7 @@ class ExpandPerTensorWeightPass(PassBase):
             if weight_i is None or len(node.args) <= weight_i:
                 continue
             act, weight = node.args[act_i], node.args[weight_i]
-            if not (isinstance(act, Node) and is_dequantize(act) and _is_dynamic(act)):
+            if not (isinstance(act, Node) and is_dequantize(act) and is_dynamic_dequantize(act)):
                 continue
             if not (isinstance(weight, Node) and weight.target == _qd.dequantize_per_tensor.default
                     and is_constant(weight.args[0])):
