@@ -14,7 +14,7 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import Quantizer
 
 from pt2e_int8.annotators import ALL_ANNOTATORS, AnnotatorRegistry
-from pt2e_int8.annotators._base import Resolved, annotate_graph
+from pt2e_int8.annotators.framework import Resolved, annotate_graph
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.errors import ConfigError
 

@@ -8,12 +8,18 @@ Imports only `executorch.runtime` (no torch.export, torchao or exir lowering), s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from backends.compat.executorch import reset_threadpool, threadpool_size
+from backends.dtypes import InputSpec, from_c10
 from pt2e_int8.errors import ExampleInputsError, InputFileError
 
 # A .pte is a flatbuffer whose file identifier (bytes 4..8) starts with "ET".
@@ -30,22 +36,46 @@ def set_threads(n: int) -> bool:
     """Size XNNPACK's thread pool. Returns False when this runtime build cannot."""
     _runtime()
     try:
-        from executorch.extension.pybindings import portable_lib
+        return reset_threadpool(n)
     except ImportError:
         return False
-    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
-    if reset is None:
-        return False
-    reset(int(n))
-    return True
 
 
 def thread_count() -> int | None:
     _runtime()
-    from executorch.extension.pybindings import portable_lib
+    return threadpool_size()
 
-    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
-    return get() if get else None
+
+# What ExecuTorch's threadpool prints to the process's stderr (fd 2) the first time a method
+# with an XNNPACK delegate loads: it probes ARM-only sysfs files on every CPU. Harmless.
+_CPUINFO_CHATTER = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
+_chatter_seen = False
+
+
+@contextlib.contextmanager
+def _without_cpuinfo_chatter():
+    """Drop the cpuinfo probe lines from native stderr during the first method load; every
+    other line written meanwhile is passed through unchanged."""
+    global _chatter_seen
+    if _chatter_seen:
+        yield
+        return
+    _chatter_seen = True
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [ln for ln in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _CPUINFO_CHATTER.match(ln)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _check_file(path: Path) -> bytes:
@@ -69,10 +99,17 @@ class PteProgram:
         self.path = path
         self._program = program
         self.method_name = method_name
-        self._method = program.load_method(method_name)
+        with _without_cpuinfo_chatter():
+            self._method = program.load_method(method_name)
         meta = self._method.metadata
         self.num_inputs = meta.num_inputs()
         self.num_outputs = meta.num_outputs()
+
+    def input_specs(self) -> list[InputSpec]:
+        """Each input's shape (a dynamic dimension at its upper bound) and dtype."""
+        meta = self._method.metadata
+        return [InputSpec(tuple(meta.input_tensor_meta(i).sizes()), from_c10(meta.input_tensor_meta(i).dtype()))
+                for i in range(self.num_inputs)]
 
     def run(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
         """Execute once. Inputs in the order of the model's forward; returns every output."""
