@@ -71,8 +71,12 @@ class QuantConfig:
     # which XNNPACK's qs8/qc8 kernels and ONNX Runtime's int8 GEMMs both expect.
     weight_qmin: int = -127
     weight_qmax: int = 127
-    # int32 bias with scale = act_scale * weight_scale (static only): what integer GEMMs consume.
-    quantize_bias: bool = True
+    # False: the bias stays a float constant and each backend quantizes it to int32 with
+    # act_scale * weight_scale itself (XNNPACK does; the ONNX exporter writes the int32 bias).
+    # This is the form XNNPACK's partitioner takes: behind a dequantize, an int32 bias makes
+    # ExecuTorch's standard lowering reject the linear/conv ("Expected bias to be a static param").
+    # True: int32 bias in the graph (static only), for backends that want it there.
+    quantize_bias: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,7 +100,8 @@ class QuantConfig:
     # -- presets ---------------------------------------------------------------
     @classmethod
     def static(cls, **overrides) -> QuantConfig:
-        """int8 activations (per-tensor affine, calibrated), int8 per-channel weights, int32 bias."""
+        """int8 activations (per-tensor affine, calibrated), int8 per-channel weights, float bias
+        (quantized to int32 by the backend)."""
         return cls(mode="static", **overrides)
 
     @classmethod

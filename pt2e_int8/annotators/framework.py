@@ -19,7 +19,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 from pt2e_int8.compat.torchao import is_annotated, set_annotation
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import Decision, pending_notes, record
-from pt2e_int8.ops import FUSABLE_ACTIVATIONS
+from pt2e_int8.ops import FUSED_ACTIVATIONS, INT8_INPUT_OPS
 
 aten = torch.ops.aten
 
@@ -165,13 +165,25 @@ def is_param(node) -> bool:
 
 
 def fused_activation(node: Node) -> Node | None:
-    """The clamp-like op a GEMM/conv/add can absorb: its only user, if it is one."""
+    """The clamp-like op `node`'s int8 kernel absorbs (ops.FUSED_ACTIVATIONS): its only user, if one."""
     if len(node.users) != 1:
         return None
     (user,) = node.users
-    if user.op == "call_function" and user.target in FUSABLE_ACTIVATIONS and user.args[0] is node:
+    fusable = FUSED_ACTIVATIONS.get(node.target, frozenset())
+    if user.op == "call_function" and user.target in fusable and user.args[0] is node:
         return user
     return None
+
+
+def feeds_int8(node: Node) -> bool:
+    """Whether `node`'s result reaches an int8-capable consumer or is a model output.
+
+    A result feeding only float ops (a transformer residual into LayerNorm) would be
+    dequantized at once: quantizing it adds a round trip and error, nothing else. A model
+    output ends the int8 path as a final linear's quantized output does.
+    """
+    return any(u.op == "output" or (u.op == "call_function" and u.target in INT8_INPUT_OPS)
+               for u in node.users)
 
 
 def output_is_quantized(node: Node) -> bool:

@@ -16,9 +16,10 @@ from torch.fx import GraphModule
 from torch.fx.passes.infra.pass_base import PassBase
 
 from pt2e_int8.errors import Pt2eInt8Error
+from pt2e_int8.transforms.clamp_to_hardtanh import RewriteClampAsHardtanhPass
 
-# The registration: explicit and ordered. Empty today; each transform appends itself here.
-PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = ()
+# The registration: explicit and ordered.
+PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = (RewriteClampAsHardtanhPass,)
 
 
 class TransformError(Pt2eInt8Error):

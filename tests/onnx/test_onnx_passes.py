@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import operator
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ from backends.onnx.passes import (
     ConvertActivationDtypePass,
     FoldWeightTransposePass,
     NameDynamicAxesPass,
+    QuantizeBiasPass,
     RewriteDynamicLinearPass,
     RewriteLinearAsGemmPass,
     ShiftWeightsToUint8Pass,
@@ -81,10 +83,49 @@ def test_fold_weight_transpose_leaves_2d_gemm(linear_2d_weight_only):
     assert not FoldWeightTransposePass()(model).modified
 
 
+def _bias_dq(model: ir.Model) -> list[ir.Node]:
+    return [n for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
+            and n.inputs[0].const_value.dtype == ir.DataType.INT32]
+
+
+def test_quantize_bias_fires_on_static_linear(linear_3d):
+    qm, x = linear_3d
+    model = fresh(qm, x)
+    FoldWeightTransposePass()(model)
+    ref = run(model, x)
+    assert not _bias_dq(model), "the quantizer left the bias float"
+    assert QuantizeBiasPass()(model).modified
+    (dq,) = _bias_dq(model)
+    scale = dq.inputs[1].const_value.numpy()
+    np.testing.assert_allclose(dq.inputs[0].const_value.numpy() * scale, _float_bias(qm),
+                               atol=scale.max() / 2 + 1e-7, rtol=0)
+    # The bias moves values before the output's quantize by at most scale / 2, a tiny part of
+    # one output step: the quantized outputs agree or, at a rounding tie, differ by one step.
+    q_out = next(n for n in qm.graph.nodes if n.op == "call_function" and "quantize_per_tensor" in str(n.target)
+                 and n.args[0].target == torch.ops.aten.linear.default)
+    out_step = float(q_out.args[1])
+    assert scale.max() / 2 < out_step / 100, (scale.max(), out_step)
+    assert np.abs(run(model, x) - ref).max() <= out_step * (1 + 1e-4)
+
+
+def _float_bias(qm) -> np.ndarray:
+    linear = next(n for n in qm.graph.nodes if n.target == torch.ops.aten.linear.default)
+    return operator.attrgetter(linear.args[2].target)(qm).detach().numpy()
+
+
+def test_quantize_bias_leaves_dynamic_and_weight_only(linear_3d_dynamic, linear_2d_weight_only):
+    for qm, x in (linear_3d_dynamic, linear_2d_weight_only):
+        model = fresh(qm, x)
+        FoldWeightTransposePass()(model)
+        assert not QuantizeBiasPass()(model).modified
+        assert not _bias_dq(model)
+
+
 def test_rewrite_linear_as_gemm_fires_and_is_exact(linear_3d):
     qm, x = linear_3d
     model = fresh(qm, x)
     FoldWeightTransposePass()(model)
+    QuantizeBiasPass()(model)
     ref = run(model, x)
     assert RewriteLinearAsGemmPass()(model).modified
     c = counts(model)

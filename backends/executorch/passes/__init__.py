@@ -3,7 +3,6 @@
 The lists below are the registration: explicit, in order (no import side effects).
 """
 
-from backends.executorch.passes.clamp_to_hardtanh import ReplaceClampWithHardtanhPass
 from backends.executorch.passes.decompose_layer_norm import DecomposeLayerNormPass
 from backends.executorch.passes.decompose_quant_ops import DecomposeQuantOpsPass
 from backends.executorch.passes.expand_per_tensor_weight import ExpandPerTensorWeightPass
@@ -20,7 +19,6 @@ def xnnpack_passes() -> list:
         FoldBiasDequantPass(),
         FoldWeightOnlyDequantPass(),
         ExpandPerTensorWeightPass(),
-        ReplaceClampWithHardtanhPass(),
         ReplaceSplitWithSlicesPass(),
         DecomposeLayerNormPass(),
         ReplaceMatmulWithBmmPass(),
@@ -39,7 +37,6 @@ __all__ = [
     "FoldBiasDequantPass",
     "FoldWeightOnlyDequantPass",
     "PassManager",
-    "ReplaceClampWithHardtanhPass",
     "ReplaceMatmulWithBmmPass",
     "ReplaceSplitWithSlicesPass",
     "portable_passes",

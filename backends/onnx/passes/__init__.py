@@ -25,6 +25,7 @@ from backends.onnx.passes.gather_before_dequantize import GatherBeforeDequantize
 from backends.onnx.passes.manager import run_passes
 from backends.onnx.passes.name_dynamic_axes import NameDynamicAxesPass
 from backends.onnx.passes.name_layer_nodes import NameLayerNodesPass
+from backends.onnx.passes.quantize_bias import QuantizeBiasPass
 from backends.onnx.passes.rewrite_dynamic_linear import RewriteDynamicLinearPass
 from backends.onnx.passes.rewrite_linear_as_gemm import RewriteLinearAsGemmPass
 from backends.onnx.passes.shift_weights_to_uint8 import ShiftWeightsToUint8Pass
@@ -43,6 +44,7 @@ def qdq_passes(
         CollapseDynamicQuantizePass(),
         FoldWeightTransposePass(),
         GatherBeforeDequantizePass(),
+        QuantizeBiasPass(),
         RewriteLinearAsGemmPass(),
     ]
     if weight_dtype != "int8":
@@ -78,6 +80,7 @@ __all__ = [
     "FuseQLinearConvPass",
     "FuseQLinearMatMulPass",
     "NameDynamicAxesPass",
+    "QuantizeBiasPass",
     "NameLayerNodesPass",
     "RewriteDynamicLinearPass",
     "RewriteLinearAsGemmPass",
