@@ -63,6 +63,20 @@ class ConvBnRelu(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
+class ConvTransposeBnRelu(nn.Module):
+    """PTQ transposed conv → batch-norm → relu: folded, then one int8 deconvolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.bn = nn.ConvTranspose2d(4, 6, 2, stride=2), nn.BatchNorm2d(6)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.up(x)))
+
+
 class DepthwiseConv(nn.Module):
     def __init__(self):
         super().__init__()
@@ -168,6 +182,7 @@ CASES: dict[str, Case] = {
     "conv-transpose2d-grouped/static": Case(ConvTranspose2dGrouped, ((2, 4, 6, 6),), STATIC, {Q: 2, DQ: 3}, 30),
     "conv-transpose1d/static": Case(ConvTranspose1d, ((2, 4, 10),), STATIC, {Q: 2, DQ: 2, DQ_CH: 1}, 30),
     "conv-bn-relu/static": Case(ConvBnRelu, ((2, 3, 8, 8),), STATIC, {Q: 2, DQ: 2, DQ_CH: 1}, 30),
+    "conv-transpose-bn-relu/static": Case(ConvTransposeBnRelu, ((2, 4, 6, 6),), STATIC, {Q: 2, DQ: 2, DQ_CH: 1}, 30),
     "depthwise-conv/static": Case(DepthwiseConv, ((2, 6, 8, 8),), STATIC, {Q: 2, DQ: 2, DQ_CH: 1}, 30),
     "conv1d-same/static": Case(Conv1dSame, ((2, 4, 12),), STATIC, {Q: 2, DQ: 2, DQ_CH: 1}, 30),
     "linear-clamp/static": Case(LinearClamp, ((8, 16),), STATIC, {Q: 2, DQ: 2, DQ_CH: 1}, 30),
