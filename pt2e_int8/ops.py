@@ -88,6 +88,9 @@ PARAMETRIC_MODULES: dict[str, str] = {
 # the layers, with the constraints it checks on each. The annotators quantize these ops only
 # inside an int8 region, and never a node the backend would leave outside its delegate: a
 # quantize/dequantize pair there is a float round trip that a plain runtime cannot even load.
+# Not here: sigmoid, tanh, hardswish, leaky_relu, elu, softmax, gelu. Their partitioner configs
+# are FP32-only (EluConfig is not even registered), so XNNPACK runs them as dq → f32 → q;
+# between int8 neighbours they get that anyway from the neighbours' own quantization.
 
 
 def _ints(value, n: int) -> list[int]:
@@ -96,8 +99,8 @@ def _ints(value, n: int) -> list[int]:
 
 
 def _pool_args(node: Node, defaults: tuple) -> list:
-    args = list(node.args[1:]) + list(defaults[len(node.args) - 1:])
-    return args
+    """A pooling node's arguments after the input, with the schema's defaults filled in."""
+    return list(node.args[1:]) + list(defaults[len(node.args) - 1:])
 
 
 def _max_pool_limit(node: Node) -> str | None:
@@ -145,6 +148,13 @@ def _slice_limit(node: Node) -> str | None:
     return None if step == 1 else f"XNNPACK slices with step 1 only (step {step})"
 
 
+def _unsqueeze_limit(node: Node) -> str | None:
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], Node) else None
+    rank = val.dim() if isinstance(val, torch.Tensor) else None
+    dim = node.args[1]
+    return None if dim in (-1, rank) else "XNNPACK unsqueezes the trailing dimension only"
+
+
 def _alpha_limit(node: Node) -> str | None:
     alpha = node.kwargs.get("alpha", 1)
     return None if alpha == 1 else f"XNNPACK add/sub has no alpha (alpha={alpha})"
@@ -168,11 +178,12 @@ INT8_OPS: dict[torch._ops.OpOverload, Int8Op] = {
     # data movement: any dtype is a copy
     **dict.fromkeys((
         aten.reshape.default, aten.view.default, aten.view_copy.default, aten.flatten.using_ints,
-        aten.permute.default, aten.permute_copy.default, aten.transpose.int,
-        aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.squeeze_copy.dim,
-        aten.unsqueeze.default, aten.unsqueeze_copy.default, aten.clone.default,
+        aten.permute.default, aten.permute_copy.default, aten.transpose.int, aten.clone.default,
         aten.dropout.default,  # eval-mode export keeps dropout(train=False): an identity
     ), _SHARED),
+    # (squeeze has no XNNPACK config: it runs outside the delegate, so it is never quantized)
+    aten.unsqueeze.default: Int8Op("shared", _unsqueeze_limit),
+    aten.unsqueeze_copy.default: Int8Op("shared", _unsqueeze_limit),
     aten.slice.Tensor: Int8Op("shared", _slice_limit),
     aten.slice_copy.Tensor: Int8Op("shared", _slice_limit),
     aten.pad.default: Int8Op("shared", _pad_limit),
