@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pt2e_int8 as q
+import pt2e_int8.qdq  # noqa: F401  (registers torch.ops.quantized_decomposed)
 
 qd = torch.ops.quantized_decomposed
 Q, DQ = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default

@@ -102,3 +102,25 @@ def test_residual_into_norm_stays_float_with_reason():
     _, qm = quantized("residual-into-norm/static-left-float")
     add = next(n for n in qm.graph.nodes if n.target == torch.ops.aten.add.Tensor)
     assert "only feeds float ops" in decision_of(add).reason
+
+
+def test_conv_transpose_bn_relu_qat_folds_into_one_int8_deconvolution():
+    from tests.core._op_models import DQ, DQ_CH, ConvTransposeBnRelu, Q
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 4, 6, 6)
+    pm = q.prepare_qat(ConvTransposeBnRelu(), (x,))
+    with torch.no_grad():
+        for seed in range(3):
+            pm(torch.randn(4, 4, 6, 6, generator=torch.Generator().manual_seed(seed)))
+    pm.eval()
+    with torch.no_grad():
+        fake_quant = pm(x)
+    qm = q.convert(pm)
+    assert dict(op_counts(qm)) == {Q: 2, DQ: 2, DQ_CH: 1}
+    assert not [n for n in qm.graph.nodes if n.target == torch.ops.aten.batch_norm.default], "batch-norm not folded"
+    (row,) = q.coverage(qm).layers
+    assert row.quantized and row.scheme == "static+qat/per-channel", row
+    with torch.no_grad():
+        db = q.sqnr(fake_quant, qm(x))
+    assert db > 30, f"converted vs fake-quantized model: SQNR {db:.1f} dB"
