@@ -18,7 +18,7 @@ from torchao.quantization.pt2e.export_utils import _replace_dropout
 aten = torch.ops.aten
 
 # batch-norm ops whose positional arg 5 is `training`.
-_BN_TRAINING_ARG = {aten.batch_norm.default: 5, aten._native_batch_norm_legit.default: 5}
+BN_TRAINING_ARG = {aten.batch_norm.default: 5, aten._native_batch_norm_legit.default: 5}
 _TRAINING_ATTR = "_pt2e_int8_training"
 _BN_FROZEN_ATTR = "_pt2e_int8_bn_frozen"
 
@@ -26,7 +26,7 @@ _BN_FROZEN_ATTR = "_pt2e_int8_bn_frozen"
 def _set_batch_norm_training(gm: GraphModule, training: bool) -> int:
     changed = 0
     for node in gm.graph.nodes:
-        idx = _BN_TRAINING_ARG.get(node.target) if node.op == "call_function" else None
+        idx = BN_TRAINING_ARG.get(node.target) if node.op == "call_function" else None
         if idx is not None and len(node.args) > idx and node.args[idx] != training:
             args = list(node.args)
             args[idx] = training
@@ -75,6 +75,11 @@ def freeze_observers(gm: GraphModule, frozen: bool = True) -> GraphModule:
     return gm
 
 
+def bn_stats_frozen(gm: GraphModule) -> bool:
+    """Whether `freeze_bn_stats` is in effect (batch-norm uses and keeps its running statistics)."""
+    return bool(getattr(gm, _BN_FROZEN_ATTR, False))
+
+
 def freeze_bn_stats(gm: GraphModule, frozen: bool = True) -> GraphModule:
     """Use (and stop updating) batch-norm running statistics, also across later `.train()` calls."""
     setattr(gm, _BN_FROZEN_ATTR, frozen)
@@ -85,6 +90,10 @@ def freeze_bn_stats(gm: GraphModule, frozen: bool = True) -> GraphModule:
 
 class QATSchedule:
     """Call `.step()` once per training step; freezes observers / BN stats at the given steps.
+
+    Under torch.distributed (every rank steps its own schedule), each freeze first reduces
+    observer and batch-norm statistics over the ranks (`sync_observers`), so all ranks
+    freeze one identical state and train on with the same fake-quant grid.
 
     Example:
         sched = QATSchedule(pm, freeze_bn_after=200, freeze_observers_after=300)
@@ -98,7 +107,28 @@ class QATSchedule:
 
     def step(self) -> None:
         self.steps += 1
-        if self.freeze_bn_after is not None and self.steps == self.freeze_bn_after:
+        freeze_bn = self.freeze_bn_after is not None and self.steps == self.freeze_bn_after
+        freeze_obs = self.freeze_observers_after is not None and self.steps == self.freeze_observers_after
+        if freeze_bn or freeze_obs:
+            from pt2e_int8.distributed import sync_observers  # distributed imports this module
+
+            sync_observers(self.gm)
+        if freeze_bn:
             freeze_bn_stats(self.gm)
-        if self.freeze_observers_after is not None and self.steps == self.freeze_observers_after:
+        if freeze_obs:
+            freeze_observers(self.gm)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to resume the schedule (the freezes it has applied follow from it)."""
+        return {"steps": self.steps, "freeze_observers_after": self.freeze_observers_after,
+                "freeze_bn_after": self.freeze_bn_after}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at `state["steps"]`, re-applying the batch-norm freeze (a Python flag, not a buffer)."""
+        self.steps = int(state["steps"])
+        self.freeze_observers_after = state.get("freeze_observers_after", self.freeze_observers_after)
+        self.freeze_bn_after = state.get("freeze_bn_after", self.freeze_bn_after)
+        if self.freeze_bn_after is not None and self.steps >= self.freeze_bn_after:
+            freeze_bn_stats(self.gm)
+        if self.freeze_observers_after is not None and self.steps >= self.freeze_observers_after:
             freeze_observers(self.gm)
