@@ -31,6 +31,7 @@ _EXPORTS = {
     "Pt2eInt8Error": "pt2e_int8.errors",
     "UserInputError": "pt2e_int8.errors",
     "sync_observers": "pt2e_int8.distributed",
+    "unshard_for_convert": "pt2e_int8.fsdp",
     "wrap_ddp": "pt2e_int8.distributed",
     "cosine": "pt2e_int8.numerics",
     "max_error_in_steps": "pt2e_int8.numerics",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         Pt2eInt8Error,
         UserInputError,
     )
+    from pt2e_int8.fsdp import unshard_for_convert  # noqa: F401
     from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr  # noqa: F401
     from pt2e_int8.observers import PercentileObserver  # noqa: F401
     from pt2e_int8.qat import (  # noqa: F401

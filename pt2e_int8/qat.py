@@ -8,9 +8,11 @@ batch-norm statistics (running stats are used, no longer updated).
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e import disable_observer, enable_observer
 from torchao.quantization.pt2e.export_utils import _replace_dropout
@@ -23,6 +25,26 @@ _TRAINING_ATTR = "_pt2e_int8_training"
 _BN_FROZEN_ATTR = "_pt2e_int8_bn_frozen"
 
 
+@contextlib.contextmanager
+def _own_graph_class(gm: GraphModule):
+    """Recompile on the GraphModule's own class, also after FSDP2's `fully_shard`.
+
+    fully_shard swaps the instance's class for `type("FSDP…", (FSDPModule, cls), …)`.
+    GraphModule.recompile on that subclass installs a second call wrapper that calls the
+    first, which finds the second again: "maximum recursion depth exceeded" on the next
+    forward. Recompiling with the original class in place avoids it.
+    """
+    cls = type(gm)
+    if not issubclass(cls, FSDPModule):
+        yield
+        return
+    gm.__class__ = cls.__bases__[-1]
+    try:
+        yield
+    finally:
+        gm.__class__ = cls
+
+
 def _set_batch_norm_training(gm: GraphModule, training: bool) -> int:
     changed = 0
     for node in gm.graph.nodes:
@@ -33,14 +55,16 @@ def _set_batch_norm_training(gm: GraphModule, training: bool) -> int:
             node.args = tuple(args)
             changed += 1
     if changed:
-        gm.recompile()
+        with _own_graph_class(gm):
+            gm.recompile()
     return changed
 
 
 def move_to_train(gm: GraphModule) -> GraphModule:
     """Dropout active; batch-norm uses batch statistics unless frozen."""
     if not getattr(gm, _TRAINING_ATTR, True):
-        _replace_dropout(gm, train_to_eval=False)
+        with _own_graph_class(gm):
+            _replace_dropout(gm, train_to_eval=False)
     setattr(gm, _TRAINING_ATTR, True)
     _set_batch_norm_training(gm, not getattr(gm, _BN_FROZEN_ATTR, False))
     torch.nn.Module.train(gm, True)
@@ -50,7 +74,8 @@ def move_to_train(gm: GraphModule) -> GraphModule:
 def move_to_eval(gm: GraphModule) -> GraphModule:
     """Dropout off; batch-norm uses running statistics. Idempotent."""
     if getattr(gm, _TRAINING_ATTR, True):
-        _replace_dropout(gm, train_to_eval=True)
+        with _own_graph_class(gm):
+            _replace_dropout(gm, train_to_eval=True)
     setattr(gm, _TRAINING_ATTR, False)
     _set_batch_norm_training(gm, False)
     torch.nn.Module.train(gm, False)
@@ -93,7 +118,8 @@ class QATSchedule:
 
     Under torch.distributed (every rank steps its own schedule), each freeze first reduces
     observer and batch-norm statistics over the ranks (`sync_observers`), so all ranks
-    freeze one identical state and train on with the same fake-quant grid.
+    freeze one identical state and train on with the same fake-quant grid. `sync=False`
+    turns that off (a model trained by one rank alone inside a distributed job).
 
     Example:
         sched = QATSchedule(pm, freeze_bn_after=200, freeze_observers_after=300)
@@ -101,15 +127,15 @@ class QATSchedule:
     """
 
     def __init__(self, gm: GraphModule, *, freeze_observers_after: int | None = None,
-                 freeze_bn_after: int | None = None) -> None:
-        self.gm, self.steps = gm, 0
+                 freeze_bn_after: int | None = None, sync: bool = True) -> None:
+        self.gm, self.steps, self.sync = gm, 0, sync
         self.freeze_observers_after, self.freeze_bn_after = freeze_observers_after, freeze_bn_after
 
     def step(self) -> None:
         self.steps += 1
         freeze_bn = self.freeze_bn_after is not None and self.steps == self.freeze_bn_after
         freeze_obs = self.freeze_observers_after is not None and self.steps == self.freeze_observers_after
-        if freeze_bn or freeze_obs:
+        if (freeze_bn or freeze_obs) and self.sync:
             from pt2e_int8.distributed import sync_observers  # distributed imports this module
 
             sync_observers(self.gm)

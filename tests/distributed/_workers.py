@@ -24,8 +24,7 @@ from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 import pt2e_int8 as q
 from pt2e_int8.capture import export_model
 from pt2e_int8.digits import DigitsMLP, load_digits_split
-
-QUANTIZE = torch.ops.quantized_decomposed.quantize_per_tensor.default
+from pt2e_int8.qdq import is_quantize
 
 
 class SmallCNN(nn.Module):
@@ -44,7 +43,8 @@ class SmallCNN(nn.Module):
 
 def act_qparams(gm) -> list[tuple[float, int]]:
     """(scale, zero point) of every activation quantize node of a converted graph, in graph order."""
-    return [(float(n.args[1]), int(n.args[2])) for n in gm.graph.nodes if n.target == QUANTIZE]
+    return [(float(n.args[1]), int(n.args[2])) for n in gm.graph.nodes
+            if is_quantize(n) and isinstance(n.args[1], float)]
 
 
 def converted_state(gm) -> dict[str, torch.Tensor]:
@@ -186,7 +186,41 @@ def train(out: Path, steps: str, every: str, crash_after: str = "0", resume: str
         torch.save({k: v.detach().clone() for k, v in pm.state_dict().items()}, out / "final.pt")
 
 
-WORKERS = {"calibration": calibration, "qat": qat, "train": train}
+def fsdp(out: Path) -> None:
+    """The same QAT run under wrap_ddp and under FSDP2 (root unit), converted on every rank."""
+    from torch.distributed.fsdp import fully_shard
+
+    rank = dist.get_rank()
+    split = load_digits_split()
+    result = {}
+    for variant in ("ddp", "fsdp"):
+        torch.manual_seed(0)
+        pm = q.prepare_qat(SmallCNN(), (split.x_train[:32],))
+        net = q.wrap_ddp(pm) if variant == "ddp" else fully_shard(pm)
+        schedule = q.QATSchedule(pm, freeze_bn_after=6, freeze_observers_after=8)
+        torch.manual_seed(100 + rank)
+        _qat_steps(pm, net, split, 10, schedule)
+        if variant == "fsdp":
+            try:
+                q.convert(pm)
+            except q.ConfigError as e:
+                result["convert_error"] = str(e)
+            pm = q.unshard_for_convert(pm)
+        else:
+            q.sync_observers(pm)
+        result[variant] = converted_state(q.convert(pm))
+    torch.manual_seed(0)
+    pm = q.prepare_qat(SmallCNN(), (split.x_train[:32],))
+    fully_shard(pm.get_submodule("conv"))
+    fully_shard(pm)
+    try:
+        pm(split.x_train[:8])
+    except RuntimeError as e:
+        result["per_layer_error"] = str(e).splitlines()[0]
+    torch.save(result, out / f"rank{rank}.pt")
+
+
+WORKERS = {"calibration": calibration, "qat": qat, "train": train, "fsdp": fsdp}
 
 if __name__ == "__main__":
     warnings.filterwarnings("ignore")
