@@ -17,6 +17,7 @@ The file is plain tensors and containers, loaded with `weights_only=True`: it ne
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,9 +64,11 @@ def save_qat_checkpoint(path: str | os.PathLike, prepared, optimizer: torch.opti
         The path.
     """
     gm = _unwrap(prepared)
+    _check_plain(extra or {}, "extra")
     sync_observers(gm)
     rank, world = _rank_and_world()
-    rng = torch.get_rng_state()
+    rng = {"cpu": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None}
     rngs = [rng]
     if world > 1:
         rngs = [None] * world
@@ -113,11 +116,36 @@ def load_qat_checkpoint(path: str | os.PathLike, prepared, optimizer: torch.opti
     if schedule is not None and state["schedule"] is not None:
         schedule.load_state_dict(state["schedule"])
     rank, world = _rank_and_world()
-    if world == state["world_size"]:
-        torch.set_rng_state(state["rng"][rank])
+    if world != state["world_size"]:
+        warnings.warn(f"{path} was written by {state['world_size']} processes and this run has {world}: "
+                      "random streams (dropout) restart, so the run will not repeat the original exactly.",
+                      stacklevel=2)
+    else:
+        rng = state["rng"][rank]
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
     if world > 1:
         mark_synced(gm)  # every rank loaded the same (synced) statistics
     return state["extra"]
+
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value, where: str) -> None:
+    """`extra` must load with weights_only=True: plain containers of tensors, numbers and strings."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise ConfigError(
+            f"save_qat_checkpoint: {where} is a {type(value).__name__}; the checkpoint loads without running "
+            "code (weights_only), so extra may hold only tensors, numbers, strings, lists and dicts."
+        )
 
 
 def _read(path: Path) -> dict:
