@@ -33,9 +33,9 @@ class InputSpec:
 
 
 def _pte_specs(path: Path) -> list[InputSpec]:
-    from executorch.extension.pybindings import _C as ET_RUNTIME  # the bare runtime, no exir
+    from backends.executorch.runtime import load_pte  # the bare runtime bindings, no exir
 
-    meta = ET_RUNTIME._load_for_executorch(str(path)).method_meta("forward")
+    meta = load_pte(path).meta
     specs = []
     for i in range(meta.num_inputs()):
         info = meta.input_tensor_meta(i)

@@ -1,7 +1,9 @@
 """Load and run a .pte with the ExecuTorch runtime.
 
-Imports only `executorch.runtime` (no torch.export, torchao or exir lowering), so the
-`bench` command runs on a board that has just the runtime installed.
+Imports only ExecuTorch's C++ runtime bindings (`executorch.extension.pybindings._C`), never
+`executorch.runtime` or `portable_lib`: both import `executorch.exir`, the whole compiler stack
+(seconds on a board, 19-38 s under qemu), for nothing a loaded program needs. So the `bench`
+command starts fast on a board that has just the runtime installed.
 
     prog = load_pte("model.pte"); outs = prog.run([x])
 """
@@ -20,20 +22,20 @@ from pt2e_int8.errors import ExampleInputsError, InputFileError
 _MAGIC_OFFSET, _MAGIC = 4, b"ET"
 
 
-def _runtime():
-    from executorch.runtime import Runtime  # deferred: loading the runtime costs ~1 s
+def bindings():
+    """ExecuTorch's C++ runtime bindings, the module `portable_lib` re-exports (pinned: executorch 1.5.1).
 
-    return Runtime.get()
+    torch is imported first: the pip wheel's bindings resolve libtorch from the loaded process.
+    """
+    import torch  # noqa: F401
+    from executorch.extension.pybindings import _C
+
+    return _C
 
 
 def set_threads(n: int) -> bool:
     """Size XNNPACK's thread pool. Returns False when this runtime build cannot."""
-    _runtime()
-    try:
-        from executorch.extension.pybindings import portable_lib
-    except ImportError:
-        return False
-    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    reset = getattr(bindings(), "_unsafe_reset_threadpool", None)
     if reset is None:
         return False
     reset(int(n))
@@ -41,10 +43,7 @@ def set_threads(n: int) -> bool:
 
 
 def thread_count() -> int | None:
-    _runtime()
-    from executorch.extension.pybindings import portable_lib
-
-    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    get = getattr(bindings(), "_threadpool_get_thread_count", None)
     return get() if get else None
 
 
@@ -65,12 +64,14 @@ def _check_file(path: Path) -> bytes:
 class PteProgram:
     """A loaded .pte method, callable with a list of tensors."""
 
-    def __init__(self, path: Path, program, method_name: str = "forward") -> None:
+    def __init__(self, path: Path, program, data: bytes, method_name: str = "forward") -> None:
         self.path = path
+        self._data = data  # the program may point into this buffer: keep it alive as long as the program
         self._program = program
         self.method_name = method_name
         self._method = program.load_method(method_name)
-        meta = self._method.metadata
+        meta = self._method.method_meta()
+        self.meta = meta
         self.num_inputs = meta.num_inputs()
         self.num_outputs = meta.num_outputs()
 
@@ -84,7 +85,7 @@ class PteProgram:
                 f"{self.path.name} takes {self.num_inputs} input(s), got {len(inputs)}."
             )
         try:
-            outputs = self._method.execute([t.contiguous() for t in inputs])
+            outputs = self._method([t.contiguous() for t in inputs])
         except RuntimeError as e:
             shapes = ", ".join(f"{list(t.shape)}:{t.dtype}" for t in inputs)
             raise ExampleInputsError(
@@ -112,12 +113,12 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None, method: str
     """
     path = Path(path)
     data = _check_file(path)
-    runtime = _runtime()
+    et = bindings()
     if threads is not None:
         set_threads(threads)
     try:
-        program = runtime.load_program(data)
-        return PteProgram(path, program, method)
+        program = et._load_program_from_buffer(data, program_verification=et.Verification.InternalConsistency)
+        return PteProgram(path, program, data, method)
     except Exception as e:
         raise InputFileError(
             f"{path} could not be loaded by the ExecuTorch runtime ({type(e).__name__}: {e}). "

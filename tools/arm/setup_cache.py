@@ -34,7 +34,15 @@ from importlib import metadata
 from pathlib import Path
 
 from tools.arm import cuda_stubs
-from tools.arm.cache import CPU_MODELS, DEFAULT_CPU_MODELS, ArmCache, cache_root, guest_command, guest_env, qemu_binary
+from tools.arm.cache import (
+    CPU_MODELS,
+    DEFAULT_CPU_MODELS,
+    ArmCache,
+    cache_root,
+    guest_command,
+    guest_env,
+    qemu_binary,
+)
 
 DEBIAN = "http://deb.debian.org/debian"
 SUITES = (f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {DEBIAN} bookworm main",
@@ -223,19 +231,9 @@ def build_cuda_stubs(cache: ArmCache, binutils: Path) -> None:
     marker.write_text(key)
 
 
-# Linux arm64 hwcap bits (arch/arm64/include/uapi/asm/hwcap.h) -> /proc/cpuinfo feature names.
-_HWCAP = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
-          "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
-_HWCAP2 = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm "
-           "svebf16 i8mm bf16 dgh rng bti mte ecv afp rpres mte3 sme smei16i64 smef64f64 smei8i32 smef16f32 "
-           "smeb16f32 smef32f32 smefa64 wfxt ebf16 sveebf16 cssc rprfm sve2p1").split()
-_AUXV_PROBE = ("import struct;d=open('/proc/self/auxv','rb').read();"
-               "a=dict(struct.iter_unpack('<QQ',d));print(a.get(16,0),a.get(26,0))")
-
-
-def _features(hwcap: int, hwcap2: int) -> list[str]:
-    return ([n for i, n in enumerate(_HWCAP) if hwcap >> i & 1]
-            + [n for i, n in enumerate(_HWCAP2) if hwcap2 >> i & 1])
+REPO = Path(__file__).resolve().parents[2]
+_AUXV_PROBE = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pt2e_int8.device import arm_hwcaps; "
+               "print(' '.join(arm_hwcaps()))")
 
 
 def make_cpu_roots(cache: ArmCache, models: list[str]) -> None:
@@ -260,8 +258,7 @@ def make_cpu_roots(cache: ArmCache, models: list[str]) -> None:
         (root / "proc" / "cpuinfo").unlink(missing_ok=True)
         out = _run(guest_command(cache, model, ["-S", "-c", _AUXV_PROBE]), env=guest_env(cache),
                    timeout=300, what=f"reading the hwcaps of -cpu {spec['qemu_cpu']}")
-        hwcap, hwcap2 = map(int, out.split())
-        feats = " ".join(_features(hwcap, hwcap2))
+        feats = out.strip()
         n = os.cpu_count() or 1
         blocks = [f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {feats}\nCPU implementer\t: {spec['implementer']}\n"
                   f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {spec['part']}\nCPU revision\t: 0\n"
