@@ -197,6 +197,8 @@ def check(folder: Path, *, inputs: Path | None = None, cpus: tuple[str, ...] = D
     if not artifacts:
         raise FileNotFoundError(f"{folder}: no .pte or .onnx files to check")
     report = report or folder / "arm-check"
+    if inputs is None and (folder / "inputs.pt").is_file():
+        inputs = folder / "inputs.pt"
     report.mkdir(parents=True, exist_ok=True)
     npz = report / "inputs.npz"
     _inputs_npz(artifacts, inputs, npz, batches)
@@ -238,13 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a folder of .pte / .onnx files (e.g. `pt2e-int8 demo -o DIR`)")
     parser.add_argument("--inputs", type=Path, default=None, help=".pt / .npz inputs for every artifact "
-                        "(default: random inputs of each file's signature at batch 1 and 8)")
+                        "(default: FOLDER/inputs.pt, else random inputs of each file's signature at batch 1 and 8)")
     parser.add_argument("--cpu", action="append", choices=sorted(CPU_MODELS), default=None,
                         help=f"emulated CPU model (repeatable; default {' '.join(DEFAULT_CPU_MODELS)})")
+    parser.add_argument("--no-trace", action="store_true", help="skip the per-artifact instruction trace (faster)")
     parser.add_argument("--report", type=Path, default=None, help="where outputs and the report go (default FOLDER/arm-check)")
     args = parser.parse_args(argv)
     try:
-        rows, doc = check(args.folder, inputs=args.inputs, cpus=tuple(args.cpu or DEFAULT_CPU_MODELS), report=args.report)
+        rows, doc = check(args.folder, inputs=args.inputs, cpus=tuple(args.cpu or DEFAULT_CPU_MODELS), report=args.report,
+                          trace_kernels=not args.no_trace)
     except EmulationUnavailableError as e:
         print(f"arm-check: aarch64 emulation is not available: {e}", file=sys.stderr)
         return 2
