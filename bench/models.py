@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
+from pt2e_int8.app.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -128,7 +128,7 @@ class _Digits(BenchModel):
         return net.eval()
 
     def setup(self, workdir: Path, quick: bool) -> ModelData:
-        from pt2e_int8.digits import load_digits_split, train
+        from pt2e_int8.app.digits import load_digits_split, train
 
         torch.manual_seed(0)
         split = load_digits_split()
@@ -147,7 +147,7 @@ class _Digits(BenchModel):
 
     def qat(self, model: nn.Module, workdir: Path, quick: bool):
         import pt2e_int8 as q
-        from pt2e_int8.digits import BATCH, Split, load_digits_split, train
+        from pt2e_int8.app.digits import BATCH, Split, load_digits_split, train
 
         torch.manual_seed(0)
         split = load_digits_split()
@@ -171,7 +171,7 @@ class DigitsMLP(_Digits):
     name = "digits"
 
     def _net(self) -> nn.Module:
-        from pt2e_int8.digits import DigitsMLP as Net
+        from pt2e_int8.app.digits import DigitsMLP as Net
 
         return Net()
 

@@ -168,7 +168,7 @@ is the sum of its stages (torch.export, prepare/calibrate/convert, lowering or O
 imports or loading the float weights), *peak RSS* is that process's max resident memory (imports
 included, from `os.wait4`). Each runtime's artifacts are then loaded in one process per runtime, run on
 the held-out inputs for quality (batch 1, one input at a time), warmed up and timed interleaved
-(A B C A B C …, `pt2e_int8.bench.time_interleaved`) on one batch-1 input; ONNX Runtime sessions never
+(A B C A B C …, `pt2e_int8.app.timing.time_interleaved`) on one batch-1 input; ONNX Runtime sessions never
 spin (`session.intra_op.allow_spinning=0`), nor do PyTorch's OpenMP threads (`OMP_WAIT_POLICY=PASSIVE` in
 every child process: spinning OpenMP threads made eager MiniLM 30× slower whenever another process held a core). *× runtime float* divides by the float baseline of the same
 runtime in the same interleaving; *× stock float .pte* divides by the stock float .pte, which is timed

@@ -16,7 +16,7 @@ from _common import export_and_run, parse_args, print_table, save_results
 from torch import nn
 
 import pt2e_int8 as q
-from pt2e_int8.digits import accuracy, load_digits_split, train
+from pt2e_int8.app.digits import accuracy, load_digits_split, train
 
 
 class DigitsCNN(nn.Module):

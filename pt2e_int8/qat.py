@@ -13,7 +13,8 @@ import types
 import torch
 from torch.fx import GraphModule
 from torchao.quantization.pt2e import disable_observer, enable_observer
-from torchao.quantization.pt2e.export_utils import _replace_dropout
+
+from pt2e_int8.compat.torchao import replace_dropout
 
 aten = torch.ops.aten
 
@@ -40,7 +41,7 @@ def _set_batch_norm_training(gm: GraphModule, training: bool) -> int:
 def move_to_train(gm: GraphModule) -> GraphModule:
     """Dropout active; batch-norm uses batch statistics unless frozen."""
     if not getattr(gm, _TRAINING_ATTR, True):
-        _replace_dropout(gm, train_to_eval=False)
+        replace_dropout(gm, train_to_eval=False)
     setattr(gm, _TRAINING_ATTR, True)
     _set_batch_norm_training(gm, not getattr(gm, _BN_FROZEN_ATTR, False))
     torch.nn.Module.train(gm, True)
@@ -50,7 +51,7 @@ def move_to_train(gm: GraphModule) -> GraphModule:
 def move_to_eval(gm: GraphModule) -> GraphModule:
     """Dropout off; batch-norm uses running statistics. Idempotent."""
     if getattr(gm, _TRAINING_ATTR, True):
-        _replace_dropout(gm, train_to_eval=True)
+        replace_dropout(gm, train_to_eval=True)
     setattr(gm, _TRAINING_ATTR, False)
     _set_batch_norm_training(gm, False)
     torch.nn.Module.train(gm, False)

@@ -10,41 +10,66 @@ command starts fast on a board that has just the runtime installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from backends.compat.executorch import load_program, reset_threadpool, threadpool_size
+from backends.dtypes import InputSpec, from_c10
 from pt2e_int8.errors import ExampleInputsError, InputFileError
 
 # A .pte is a flatbuffer whose file identifier (bytes 4..8) starts with "ET".
 _MAGIC_OFFSET, _MAGIC = 4, b"ET"
 
 
-def bindings():
-    """ExecuTorch's C++ runtime bindings, the module `portable_lib` re-exports (pinned: executorch 1.5.1).
-
-    torch is imported first: the pip wheel's bindings resolve libtorch from the loaded process.
-    """
-    import torch  # noqa: F401
-    from executorch.extension.pybindings import _C
-
-    return _C
-
-
 def set_threads(n: int) -> bool:
     """Size XNNPACK's thread pool. Returns False when this runtime build cannot."""
-    reset = getattr(bindings(), "_unsafe_reset_threadpool", None)
-    if reset is None:
+    try:
+        return reset_threadpool(n)
+    except ImportError:
         return False
-    reset(int(n))
-    return True
 
 
 def thread_count() -> int | None:
-    get = getattr(bindings(), "_threadpool_get_thread_count", None)
-    return get() if get else None
+    return threadpool_size()
+
+
+# What ExecuTorch's threadpool prints to the process's stderr (fd 2) the first time a method
+# with an XNNPACK delegate loads: it probes ARM-only sysfs files on every CPU. Harmless.
+_CPUINFO_CHATTER = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
+_chatter_seen = False
+
+
+@contextlib.contextmanager
+def _without_cpuinfo_chatter():
+    """Drop the cpuinfo probe lines from native stderr during the first method load; every
+    other line written meanwhile is passed through unchanged."""
+    global _chatter_seen
+    if _chatter_seen:
+        yield
+        return
+    _chatter_seen = True
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [ln for ln in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _CPUINFO_CHATTER.match(ln)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _check_file(path: Path) -> bytes:
@@ -69,11 +94,17 @@ class PteProgram:
         self._data = data  # the program may point into this buffer: keep it alive as long as the program
         self._program = program
         self.method_name = method_name
-        self._method = program.load_method(method_name)
+        with _without_cpuinfo_chatter():
+            self._method = program.load_method(method_name)
         meta = self._method.method_meta()
-        self.meta = meta
         self.num_inputs = meta.num_inputs()
         self.num_outputs = meta.num_outputs()
+
+    def input_specs(self) -> list[InputSpec]:
+        """Each input's shape (a dynamic dimension at its upper bound) and dtype."""
+        meta = self._method.method_meta()
+        return [InputSpec(tuple(meta.input_tensor_meta(i).sizes()), from_c10(meta.input_tensor_meta(i).dtype()))
+                for i in range(self.num_inputs)]
 
     def run(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
         """Execute once. Inputs in the order of the model's forward; returns every output."""
@@ -113,11 +144,10 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None, method: str
     """
     path = Path(path)
     data = _check_file(path)
-    et = bindings()
     if threads is not None:
         set_threads(threads)
     try:
-        program = et._load_program_from_buffer(data, program_verification=et.Verification.InternalConsistency)
+        program = load_program(data)
         return PteProgram(path, program, data, method)
     except Exception as e:
         raise InputFileError(

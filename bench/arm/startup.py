@@ -75,8 +75,8 @@ def main(argv=None) -> int:
 
     import pt2e_int8 as q
     from backends.executorch import export_pte
-    from pt2e_int8.device import describe_device, summary_line
-    from pt2e_int8.digits import DigitsMLP, load_digits_split
+    from pt2e_int8.app.device import describe_device, summary_line
+    from pt2e_int8.app.digits import DigitsMLP, load_digits_split
     from tools.arm.cache import ArmCache, cache_root, guest_command, guest_env, status
 
     split = load_digits_split()

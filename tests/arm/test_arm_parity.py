@@ -27,7 +27,7 @@ def digits_folder(tmp_path_factory) -> Path:
     import pt2e_int8 as q
     from backends.executorch import export_pte
     from backends.onnx import export_onnx
-    from pt2e_int8.digits import DigitsMLP, load_digits_split, train
+    from pt2e_int8.app.digits import DigitsMLP, load_digits_split, train
     from tools.arm.artifacts import digits_inputs
 
     folder = tmp_path_factory.mktemp("arm-digits")
@@ -92,7 +92,7 @@ def test_transformer_block_matches_x86(block_folder, tmp_path):
 @pytest.mark.parametrize("cpu", DEFAULT_CPU_MODELS)
 def test_bench_on_emulated_board(digits_folder, tmp_path, cpu):
     """`pt2e-int8 bench` on aarch64: no exir imported, and the ARM features it reports are the CPU's."""
-    code = ("import json, sys, time\nt0 = time.perf_counter()\nfrom pt2e_int8.cli import main\n"
+    code = ("import json, sys, time\nt0 = time.perf_counter()\nfrom pt2e_int8.app.cli import main\n"
             f"rc = main(['bench', {str(digits_folder / 'ptq-static.pte')!r}, '--iters', '3', '--warmup', '1', "
             f"'--json', {str(tmp_path / 'b.json')!r}])\n"
             "print('EXIR=' + json.dumps([m for m in sys.modules if m.startswith('executorch.exir')]))\n"

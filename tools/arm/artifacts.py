@@ -18,7 +18,7 @@ SEQ = 64  # tokens: short enough that emulated runs stay within a minute or two 
 
 def digits_inputs(folder: Path) -> Path:
     """Held-out digits at batch 1 and 64 (the .pte's planned bound)."""
-    from pt2e_int8.digits import load_digits_split
+    from pt2e_int8.app.digits import load_digits_split
 
     x = load_digits_split().x_test
     path = folder / "inputs.pt"
@@ -46,7 +46,12 @@ def minilm(folder: Path, layers: int | None = None, prefix: str = "minilm",
     import pt2e_int8 as q
     from backends.executorch import export_pte
     from backends.onnx import export_onnx
-    from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
+    from pt2e_int8.app.minilm import (
+        CALIBRATION_SENTENCES,
+        HELD_OUT_SENTENCES,
+        load_minilm,
+        tokenize,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     tok, model = load_minilm(layers)

@@ -100,19 +100,21 @@ class Row:
 
 
 def _inputs_npz(artifacts: list[Path], inputs: Path | None, path: Path, batches: tuple[int, ...]) -> None:
-    from pt2e_int8.bench import synthetic_inputs
+    from backends.registry import load_artifact
+    from pt2e_int8.app.timing import synthetic_inputs
 
     arrays = {}
     given = None
     if inputs is not None:
-        from pt2e_int8.inputs import load_batches
+        from pt2e_int8.app.inputs import load_batches
 
         given = load_batches(str(inputs))
     for art in artifacts:
         if given is not None:
             sets = given
         else:
-            sets = [synthetic_inputs(art, b, seed=i) for i, b in enumerate(batches)]
+            program = load_artifact(art)
+            sets = [synthetic_inputs(program, b, seed=i) for i, b in enumerate(batches)]
         for b, tensors in enumerate(sets):
             for i, t in enumerate(tensors):
                 a = t.detach().cpu().numpy()

@@ -74,7 +74,7 @@ def _code_maps() -> list[tuple[int, int, str]]:
 
 
 def run(artifacts: list[Path], inputs: Path, out: Path, threads: int) -> dict:
-    from pt2e_int8.device import describe_device  # standard library only
+    from pt2e_int8.app.device import describe_device  # standard library only
 
     npz = np.load(inputs)
     out.mkdir(parents=True, exist_ok=True)

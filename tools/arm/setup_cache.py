@@ -232,7 +232,7 @@ def build_cuda_stubs(cache: ArmCache, binutils: Path) -> None:
 
 
 REPO = Path(__file__).resolve().parents[2]
-_AUXV_PROBE = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pt2e_int8.device import arm_hwcaps; "
+_AUXV_PROBE = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pt2e_int8.app.device import arm_hwcaps; "
                "print(' '.join(arm_hwcaps()))")
 
 

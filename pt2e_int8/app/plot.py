@@ -7,12 +7,11 @@ from pathlib import Path
 
 def accuracy_latency_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     """rows: dicts with variant, format, accuracy (0..1), median_ms, size_bytes. Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: works with no display, on CI and boards
-    import matplotlib.pyplot as plt
-
+    from pt2e_int8.app.extras import require
     from pt2e_int8.atomic import atomic_path
+
+    require("matplotlib", "demo").use("Agg")  # files only: works with no display, on CI and boards
+    plt = require("matplotlib.pyplot", "demo")
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     colours = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}

@@ -12,12 +12,12 @@ import sys
 
 import torch
 
+from backends.registry import load_artifact
+from pt2e_int8.app.inputs import load_batches
+from pt2e_int8.app.modelspec import load_model
+from pt2e_int8.app.parity import OutputParity, compare_outputs, flatten_outputs, output_steps
 from pt2e_int8.atomic import write_text_atomic
 from pt2e_int8.errors import ConfigError, InputFileError
-from pt2e_int8.formats import load_artifact
-from pt2e_int8.inputs import load_batches
-from pt2e_int8.modelspec import load_model
-from pt2e_int8.parity import OutputParity, compare_outputs, flatten_outputs, output_steps
 
 EXIT_BOUND_BROKEN = 1
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import torch
 
 import pt2e_int8 as q
+from backends.registry import load_artifact, parse_formats
+from pt2e_int8.app.device import runtime_versions
+from pt2e_int8.app.inputs import check_finite, load_batches
+from pt2e_int8.app.modelspec import LoadedModel, load_model
+from pt2e_int8.app.parity import compare_outputs, flatten_outputs, format_parity, output_steps
+from pt2e_int8.app.progress import Steps
+from pt2e_int8.app.report import build_report, to_json, to_markdown
+from pt2e_int8.app.staging import check_targets, staged_output
 from pt2e_int8.atomic import write_text_atomic
-from pt2e_int8.device import runtime_versions
 from pt2e_int8.errors import ConfigError, ExampleInputsError, LoweringError, UserInputError
-from pt2e_int8.formats import load_artifact, parse_formats, resolve
-from pt2e_int8.inputs import check_finite, load_batches
-from pt2e_int8.modelspec import LoadedModel, load_model
-from pt2e_int8.parity import compare_outputs, flatten_outputs, format_parity, output_steps
-from pt2e_int8.progress import Steps
-from pt2e_int8.report import build_report, to_json, to_markdown
-from pt2e_int8.staging import check_targets, staged_output
 
 # --scheme value -> the config preset it stands for
 SCHEMES = {
@@ -121,8 +121,7 @@ def run(args) -> int:
         results = {}
         for fmt in formats:
             with steps(f"exporting model{fmt.suffix} ({fmt.describe})"):
-                exporter = resolve(fmt.exporter)
-                results[fmt.name] = exporter(qm, example, str(staging / f"model{fmt.suffix}"))
+                results[fmt.name] = fmt.export(qm, example, str(staging / f"model{fmt.suffix}"))
         with steps("checking parity on the example inputs"):
             quantized_ref = _run_reference(qm, example)
             step_sizes = output_steps(qm)

@@ -2,7 +2,7 @@
 
 Several artifacts are timed A B A B ... so that frequency scaling, thermal throttling and noisy
 neighbours hit all of them alike, and each is reported as a ratio of the first one's median.
-Imports only the runtime of each artifact's format (see `pt2e_int8.formats`).
+Imports only the runtime of each artifact's format (see `backends.registry`).
 """
 
 from __future__ import annotations
@@ -15,67 +15,31 @@ from pathlib import Path
 
 import torch
 
+from backends.registry import backend_of, load_artifact
 from pt2e_int8.errors import InputFileError
-from pt2e_int8.formats import format_of, load_artifact
-
-# c10 ScalarType codes, as ExecuTorch's TensorInfo.dtype() reports them.
-_ET_DTYPES = {0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64,
-              5: torch.float16, 6: torch.float32, 7: torch.float64, 11: torch.bool, 15: torch.bfloat16}
-_ORT_DTYPES = {"tensor(float)": torch.float32, "tensor(double)": torch.float64, "tensor(float16)": torch.float16,
-               "tensor(int64)": torch.int64, "tensor(int32)": torch.int32, "tensor(int8)": torch.int8,
-               "tensor(uint8)": torch.uint8, "tensor(bool)": torch.bool}
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    shape: tuple[int | None, ...]  # None: a dynamic dimension
-    dtype: torch.dtype
-
-
-def _pte_specs(path: Path) -> list[InputSpec]:
-    from backends.executorch.runtime import load_pte  # the bare runtime bindings, no exir
-
-    meta = load_pte(path).meta
-    specs = []
-    for i in range(meta.num_inputs()):
-        info = meta.input_tensor_meta(i)
-        specs.append(InputSpec(tuple(info.sizes()), _ET_DTYPES.get(info.dtype(), torch.float32)))
-    return specs
-
-
-def _onnx_specs(path: Path) -> list[InputSpec]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return [InputSpec(tuple(d if isinstance(d, int) else None for d in i.shape),
-                      _ORT_DTYPES.get(i.type, torch.float32)) for i in sess.get_inputs()]
-
-
-# format name -> how to read the input signature of a file, when the caller gives no inputs
-INPUT_SPEC_READERS: dict[str, Callable[[Path], list[InputSpec]]] = {"pte": _pte_specs, "onnx": _onnx_specs}
-
-
-def synthetic_inputs(path: Path, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs of the artifact's own signature, batch dimension set to `batch`.
+def synthetic_inputs(program, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of a loaded artifact's own signature, batch dimension set to `batch`.
 
     A .pte stores the upper bound of a dynamic dimension, so its batch is always replaced.
     """
-    fmt = format_of(path)
     try:
-        specs = INPUT_SPEC_READERS[fmt.name](path)
+        specs = program.input_specs()
     except Exception as e:  # noqa: BLE001
         raise InputFileError(
-            f"{path}: cannot read its input signature ({type(e).__name__}: {str(e)[:200]}); pass --inputs FILE "
-            "with real inputs, or re-create the file with `pt2e-int8 export`."
+            f"{program.path}: cannot read its input signature ({type(e).__name__}: {str(e)[:200]}); pass "
+            "--inputs FILE with real inputs, or re-create the file with `pt2e-int8 export`."
         ) from e
     gen = torch.Generator().manual_seed(seed)
     out = []
     for spec in specs:
         shape = [batch if i == 0 else (d if d is not None else 1) for i, d in enumerate(spec.shape)]
-        if spec.dtype.is_floating_point:
-            out.append(torch.randn(shape, generator=gen).to(spec.dtype))
+        dtype = getattr(torch, spec.dtype.name)
+        if dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=gen).to(dtype))
         else:
-            out.append(torch.zeros(shape, dtype=spec.dtype))  # index-safe for embeddings
+            out.append(torch.zeros(shape, dtype=dtype))  # index-safe for embeddings
     return tuple(out)
 
 
@@ -128,7 +92,7 @@ def bench_artifacts(paths: list[str | Path], *, iters: int = 100, warmup: int = 
     runners = []
     for path in paths:
         prog = load_artifact(path, threads=threads)
-        args = list(inputs) if inputs is not None else list(synthetic_inputs(path, batch))
+        args = list(inputs) if inputs is not None else list(synthetic_inputs(prog, batch))
         try:
             prog.run(args)
         except Exception as e:  # noqa: BLE001
@@ -138,7 +102,7 @@ def bench_artifacts(paths: list[str | Path], *, iters: int = 100, warmup: int = 
             ) from e
         runners.append(lambda prog=prog, args=args: prog.run(args))
     samples = time_interleaved(runners, iters, warmup)
-    timings = [Timing(str(path), format_of(path).name, path.stat().st_size, iters, warmup, **latency_stats(ms))
+    timings = [Timing(str(path), backend_of(path).name, path.stat().st_size, iters, warmup, **latency_stats(ms))
                for path, ms in zip(paths, samples, strict=True)]
     set_ratios(timings)
     return timings

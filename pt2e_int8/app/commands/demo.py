@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 import pt2e_int8 as q
+from backends.registry import BACKENDS, load_artifact
+from pt2e_int8.app.device import describe_device, summary_line
+from pt2e_int8.app.digits import BATCH, DigitsMLP, Split, accuracy, load_digits_split, train
+from pt2e_int8.app.plot import accuracy_latency_plot
+from pt2e_int8.app.progress import Steps
+from pt2e_int8.app.staging import staged_output
+from pt2e_int8.app.timing import latency_stats, time_interleaved
 from pt2e_int8.atomic import write_text_atomic
-from pt2e_int8.bench import latency_stats, time_interleaved
-from pt2e_int8.device import describe_device, summary_line
-from pt2e_int8.digits import BATCH, DigitsMLP, Split, accuracy, load_digits_split, train
-from pt2e_int8.formats import FORMATS, load_artifact, resolve
-from pt2e_int8.plot import accuracy_latency_plot
-from pt2e_int8.progress import Steps
-from pt2e_int8.staging import staged_output
 
 EPOCHS = 40  # float training; the QAT fine-tune is a fraction of it
 FLOAT_LR, QAT_LR = 3e-3, 3e-4
@@ -106,8 +106,8 @@ def _export_all(variants: dict, example: tuple, stage: Path) -> list[dict]:
     rows = []
     for variant, qm in variants.items():
         layers = len(q.coverage(qm).layers) if variant != "float" else _count_layers(qm)
-        for fmt in FORMATS.values():
-            res = resolve(fmt.exporter)(qm, example, str(stage / f"{variant}{fmt.suffix}"))
+        for fmt in BACKENDS.values():
+            res = fmt.export(qm, example, str(stage / f"{variant}{fmt.suffix}"))
             rows.append({"variant": variant, "format": fmt.name, "file": res.path.name,
                          "size_bytes": res.size_bytes, "placement": dict(res.placement),
                          "int8_layers": len(res.int8_layers), "layers": layers})
@@ -145,7 +145,7 @@ def run(args) -> int:
             float_acc = accuracy(model(split.x_test), split.y_test)
     variants = _quantize_variants(model, split, epochs, steps)
     with staged_output(out_dir) as stage:
-        with steps(f"exporting {len(variants)} variants to {', '.join(FORMATS)}"):
+        with steps(f"exporting {len(variants)} variants to {', '.join(BACKENDS)}"):
             rows = _export_all(variants, (split.x_train[:BATCH],), stage)
         with steps("running every artifact on the test split"):
             progs = [load_artifact(stage / r["file"]) for r in rows]

@@ -25,8 +25,10 @@ class Split:
 
 def load_digits_split(test_fraction: float = 0.2) -> Split:
     """Pixels scaled to [0, 1], a stratified train/test split with a fixed seed."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from pt2e_int8.app.extras import require
+
+    load_digits = require("sklearn.datasets", "demo").load_digits
+    train_test_split = require("sklearn.model_selection", "demo").train_test_split
 
     data = load_digits()
     x = torch.tensor(data.data, dtype=torch.float32) / 16.0

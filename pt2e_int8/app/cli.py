@@ -1,8 +1,8 @@
 """The `pt2e-int8` command: export, bench, compare, demo.
 
-Exit status (CONTRACT.md): 0 success; 2 bad input or usage, with one paragraph naming the
+Exit status (README, "Command line"): 0 success; 2 bad input or usage, with one paragraph naming the
 problem and the fix (a traceback only with --debug); 1 anything else, or a broken
-`compare --max-steps` bound. Each subcommand lives in `pt2e_int8.commands.<name>` and is
+`compare --max-steps` bound. Each subcommand lives in `pt2e_int8.app.commands.<name>` and is
 imported only when dispatched: `pt2e-int8 bench model.onnx` loads ONNX Runtime and nothing
 of the export machinery.
 """
@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pt2e_int8.app.quiet import quiet_third_party
 from pt2e_int8.errors import UserInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -76,12 +77,12 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, Command] = {
     "export": Command("quantize a model and write model.pte / model.onnx / report.json", _add_export,
-                      "pt2e_int8.commands.export:run"),
-    "bench": Command("latency of .pte / .onnx files on this device", _add_bench, "pt2e_int8.commands.bench:run"),
+                      "pt2e_int8.app.commands.export:run"),
+    "bench": Command("latency of .pte / .onnx files on this device", _add_bench, "pt2e_int8.app.commands.bench:run"),
     "compare": Command("numerical parity of artifacts against the PyTorch reference", _add_compare,
-                       "pt2e_int8.commands.compare:run"),
+                       "pt2e_int8.app.commands.compare:run"),
     "demo": Command("train, quantize (PTQ static, dynamic, QAT), export, run and bench a digits classifier",
-                    _add_demo, "pt2e_int8.commands.demo:run"),
+                    _add_demo, "pt2e_int8.app.commands.demo:run"),
 }
 
 
@@ -142,6 +143,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _quiet_dependencies() -> None:
+    quiet_third_party()
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     if "torch" in sys.modules:  # already imported (by pt2e_int8 itself): hush its log warnings too

@@ -2,8 +2,8 @@
 
 An annotator is match → check → annotate for one op family, anchored on a set of
 `OpOverload`s. It returns an `Annotation` (qspecs per node, and the nodes it consumes)
-or `Rejected(reason)`; the walk applies annotations and records rejections in
-`node.meta[META_KEY]`, where `coverage()` reads them back for the user.
+or `Rejected(reason)`; the walk applies annotations and records a `Decision` per anchor
+node (pt2e_int8/decision.py), where `coverage()` reads it back for the user.
 """
 
 from __future__ import annotations
@@ -16,23 +16,12 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
+from pt2e_int8.compat.torchao import is_annotated, set_annotation
 from pt2e_int8.config import QuantConfig
+from pt2e_int8.decision import Decision, pending_notes, record
+from pt2e_int8.ops import FUSABLE_ACTIVATIONS
 
 aten = torch.ops.aten
-
-# node.meta key under which we record, per layer node, the config applied or why not.
-META_KEY = "pt2e_int8"
-
-# Activations XNNPACK and ORT fold into a GEMM/conv output range (clamp semantics).
-FUSABLE_ACTIVATIONS = frozenset(
-    {
-        aten.relu.default,
-        aten.relu_.default,
-        aten.hardtanh.default,
-        aten.hardtanh_.default,
-        aten.clamp.default,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -100,25 +89,9 @@ class Resolved:
     source: str
 
 
-def is_annotated(node: Node) -> bool:
-    ann = node.meta.get(Q_ANNOTATION_KEY)
-    return ann is not None and ann._annotated
-
-
-def record(node: Node, *, annotator: str, config: QuantConfig | None, reason: str | None) -> None:
-    info = {
-        "annotator": annotator,
-        "scheme": config.scheme if config is not None else None,
-        "reason": reason,
-    }
-    node.meta[META_KEY] = info
-    # meta["custom"] survives torch.export.save/load, so a reloaded .pt2 keeps its reasons.
-    node.meta.setdefault("custom", {})[META_KEY] = info
-
-
-def recorded(node: Node) -> dict:
-    """What `record` stored for this node, also after a torch.export save/load round trip."""
-    return node.meta.get(META_KEY) or node.meta.get("custom", {}).get(META_KEY) or {}
+def _decide(node: Node, annotator: str, config: QuantConfig | None, reason: str | None) -> None:
+    scheme = config.scheme if config is not None else None
+    record(node, Decision(annotator=annotator, scheme=scheme, reason=reason, notes=pending_notes(node)))
 
 
 def annotate_graph(
@@ -127,7 +100,7 @@ def annotate_graph(
     """Run every annotator, highest priority first, over the graph in topological order.
 
     Skips nodes already claimed by a pattern and nodes whose resolved config is None
-    (kept float by the user); records each decision in `node.meta[META_KEY]`.
+    (kept float by the user); records a `Decision` for each anchor node.
     """
     for annotator in registry:
         for node in gm.graph.nodes:
@@ -137,26 +110,22 @@ def annotate_graph(
                 continue
             resolved = resolve(node)
             if resolved.config is None:
-                record(node, annotator=annotator.name, config=None, reason=f"kept float by {resolved.source}")
+                _decide(node, annotator.name, None, f"kept float by {resolved.source}")
                 continue
             result = annotator(node, resolved.config)
             if isinstance(result, Rejected):
-                record(node, annotator=annotator.name, config=None, reason=result.reason)
+                _decide(node, annotator.name, None, result.reason)
                 continue
             claimed = [n for n in result.nodes if n.op == "call_function" and is_annotated(n)]
             if claimed:
                 names = ", ".join(n.name for n in claimed)
-                record(node, annotator=annotator.name, config=None,
-                       reason=f"overlaps a pattern already quantized ({names})")
+                _decide(node, annotator.name, None, f"overlaps a pattern already quantized ({names})")
                 continue
             for target, ann in result.annotations.items():
-                ann._annotated = True
-                target.meta[Q_ANNOTATION_KEY] = ann
+                set_annotation(target, ann)
             for n in result.nodes:
-                if Q_ANNOTATION_KEY not in n.meta:
-                    n.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
-                n.meta[Q_ANNOTATION_KEY]._annotated = True
-            record(node, annotator=annotator.name, config=resolved.config, reason=None)
+                set_annotation(n)
+            _decide(node, annotator.name, resolved.config, None)
 
 
 # -- match helpers shared by the op families ------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
+from pt2e_int8.app.device import describe_device, summary_line
+from pt2e_int8.app.timing import Timing, bench_artifacts
 from pt2e_int8.atomic import write_text_atomic
-from pt2e_int8.bench import Timing, bench_artifacts
-from pt2e_int8.device import describe_device, summary_line
 
 
 def format_table(timings: list[Timing]) -> str:
@@ -25,7 +25,7 @@ def format_table(timings: list[Timing]) -> str:
 def run(args) -> int:
     inputs = None
     if args.inputs:
-        from pt2e_int8.inputs import load_batches
+        from pt2e_int8.app.inputs import load_batches
 
         inputs = load_batches(args.inputs)[0]
     device = describe_device()
