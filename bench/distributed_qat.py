@@ -43,26 +43,13 @@ from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 import pt2e_int8 as q  # noqa: E402
+from pt2e_int8.app.device import describe_device, summary_line  # noqa: E402
+from pt2e_int8.app.digits import SEED, DigitsCNN, DigitsMLP, load_digits_split, train  # noqa: E402
 from pt2e_int8.atomic import write_text_atomic  # noqa: E402
-from pt2e_int8.device import describe_device, summary_line  # noqa: E402
-from pt2e_int8.digits import SEED, DigitsMLP, load_digits_split, train  # noqa: E402
 from pt2e_int8.qdq import is_quantize  # noqa: E402
 
 STRATEGIES = ("naive-broadcast", "naive-no-broadcast", "ours", "ours-every-step")
 PER_RANK = 32
-
-
-class DigitsCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.head = nn.Linear(32 * 4 * 4, 10)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.head(torch.flatten(x, 1))
 
 
 MODELS = {"digits-mlp": (DigitsMLP, 30, 3), "digits-cnn": (DigitsCNN, 10, 2)}  # class, float epochs, QAT epochs

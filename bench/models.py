@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
+from pt2e_int8.app.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -128,7 +128,7 @@ class _Digits(BenchModel):
         return net.eval()
 
     def setup(self, workdir: Path, quick: bool) -> ModelData:
-        from pt2e_int8.digits import load_digits_split, train
+        from pt2e_int8.app.digits import load_digits_split, train
 
         torch.manual_seed(0)
         split = load_digits_split()
@@ -147,7 +147,7 @@ class _Digits(BenchModel):
 
     def qat(self, model: nn.Module, workdir: Path, quick: bool):
         import pt2e_int8 as q
-        from pt2e_int8.digits import BATCH, Split, load_digits_split, train
+        from pt2e_int8.app.digits import BATCH, Split, load_digits_split, train
 
         torch.manual_seed(0)
         split = load_digits_split()
@@ -171,7 +171,7 @@ class DigitsMLP(_Digits):
     name = "digits"
 
     def _net(self) -> nn.Module:
-        from pt2e_int8.digits import DigitsMLP as Net
+        from pt2e_int8.app.digits import DigitsMLP as Net
 
         return Net()
 
@@ -179,26 +179,13 @@ class DigitsMLP(_Digits):
         return (3, 1) if quick else (30, 3)
 
 
-class DigitsCNNNet(nn.Module):
-    """The digits as 1x8x8 images: two conv-bn-relu blocks, max-pool, a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.head = nn.Linear(32 * 4 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
-        x = nn.functional.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
-        return self.head(torch.flatten(x, 1))
-
-
 class DigitsCNN(_Digits):
     name, has_bn = "digits_cnn", True
 
     def _net(self) -> nn.Module:
-        return DigitsCNNNet()
+        from pt2e_int8.app.digits import DigitsCNN as Net
+
+        return Net()
 
     def _epochs(self, quick: bool) -> tuple[int, int]:
         return (2, 1) if quick else (15, 3)

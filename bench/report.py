@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pt2e_int8.text_table import markdown_table
+
 COSINE_MIN, PTE_MAX, ONNX_MAX, QAT_POINTS, WALL_MAX = 0.995, 0.7, 0.8, 0.5, 1.2
 # our pipeline -> the stock pipeline(s) a user would run instead (summed wall time), in order of preference
 WALL_PAIRS = {
@@ -147,19 +149,17 @@ def _quality(r: dict) -> str:
 
 
 def _table(rows: list[dict]) -> list[str]:
-    out = ["| pipeline | runtime | median ms | p90 ms | × runtime float | × stock float .pte | size MB | "
-           "quality | export s | peak RSS MB | notes |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    header = ("pipeline", "runtime", "median ms", "p90 ms", "× runtime float", "× stock float .pte", "size MB",
+              "quality", "export s", "peak RSS MB", "notes")
+    body = []
     for r in rows:
         parts = [*(r.get("notes") or []), _stages(r)]
         note = f"**failed**: {r['error']}" if not r["ok"] else "; ".join(p for p in parts if p)
-        note = note.replace("|", "\\|").replace("\n", " ")
         rss = _fmt(r.get("peak_rss_mb"), ".0f") + (" (shared)" if r.get("rss_shared") else "")
-        out.append(f"| {r['label']} | {r['runtime']} | {_ms(r.get('median_ms'))} | {_ms(r.get('p90_ms'))} | "
-                   f"{_fmt(r.get('ratio_vs_runtime_float'))} | {_fmt(r.get('ratio_vs_stock_float_pte'))} | "
-                   f"{_fmt(r.get('size_mb'), '.3f')} | {_quality(r)} | {_fmt(r.get('export_wall_s'), '.1f')} | "
-                   f"{rss} | {note} |")
-    return out
+        body.append((r["label"], r["runtime"], _ms(r.get("median_ms")), _ms(r.get("p90_ms")),
+                     _fmt(r.get("ratio_vs_runtime_float")), _fmt(r.get("ratio_vs_stock_float_pte")),
+                     _fmt(r.get("size_mb"), ".3f"), _quality(r), _fmt(r.get("export_wall_s"), ".1f"), rss, note))
+    return [markdown_table(header, body, right=range(2, 10))]
 
 
 METHOD = """\
@@ -168,7 +168,7 @@ is the sum of its stages (torch.export, prepare/calibrate/convert, lowering or O
 imports or loading the float weights), *peak RSS* is that process's max resident memory (imports
 included, from `os.wait4`). Each runtime's artifacts are then loaded in one process per runtime, run on
 the held-out inputs for quality (batch 1, one input at a time), warmed up and timed interleaved
-(A B C A B C …, `pt2e_int8.bench.time_interleaved`) on one batch-1 input; ONNX Runtime sessions never
+(A B C A B C …, `pt2e_int8.app.timing.time_interleaved`) on one batch-1 input; ONNX Runtime sessions never
 spin (`session.intra_op.allow_spinning=0`), nor do PyTorch's OpenMP threads (`OMP_WAIT_POLICY=PASSIVE` in
 every child process: spinning OpenMP threads made eager MiniLM 30× slower whenever another process held a core). *× runtime float* divides by the float baseline of the same
 runtime in the same interleaving; *× stock float .pte* divides by the stock float .pte, which is timed
@@ -204,9 +204,8 @@ def render(doc: dict) -> str:
              f"Threads: {doc['threads']} in every runtime; {doc['iters']} timed runs after {doc['warmup']} warm-up, "
              "interleaved." + (" **--quick run: reduced models, not for quoting.**" if doc["quick"] else "") + "  ",
              _isa_note(doc["device"]), ""]
-    lines += ["## Targets", "", "| target | status | detail |", "|---|---|---|"]
-    for t in doc["targets"]:
-        lines.append(f"| {t['target']} | **{t['status']}** | {t['detail'].replace('|', '/')} |")
+    lines += ["## Targets", "", markdown_table(("target", "status", "detail"),
+                                               [(t["target"], f"**{t['status']}**", t["detail"]) for t in doc["targets"]])]
     for model, settings in doc["models"].items():
         rows = [r for r in doc["rows"] if r["model"] == model]
         desc = ", ".join(f"{k} {v}" for k, v in settings.items())

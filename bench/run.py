@@ -45,13 +45,10 @@ EXPORT_TIMEOUT_S, MEASURE_TIMEOUT_S = 1800, 1800
 
 
 def _device_module():
-    """pt2e_int8/device.py on its own: it is stdlib-only, and the package's __init__ imports torchao."""
-    import importlib.util
+    """pt2e_int8.app.device: standard library only (the package __init__ is lazy, so no torch)."""
+    from pt2e_int8.app import device
 
-    spec = importlib.util.spec_from_file_location("_bench_device", REPO / "pt2e_int8" / "device.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return device
 
 
 def run_child(argv: list[str], log: Path, timeout: float) -> dict:

@@ -120,7 +120,7 @@ def cmd_measure(args) -> None:
 
 
 def _measure(model, data: ModelData, runtime: str, pipelines: list[str], args) -> None:
-    from pt2e_int8.bench import latency_stats, time_interleaved
+    from pt2e_int8.app.timing import latency_stats, time_interleaved
 
     rows: dict[str, dict] = {}
     runners = {}

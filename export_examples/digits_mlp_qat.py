@@ -12,7 +12,7 @@ from pathlib import Path
 from _common import export_and_run, parse_args, print_table, save_results
 
 import pt2e_int8 as q
-from pt2e_int8.digits import DigitsMLP, accuracy, load_digits_split, train
+from pt2e_int8.app.digits import DigitsMLP, accuracy, load_digits_split, train
 
 args = parse_args(__doc__, "out/digits_mlp")
 split = load_digits_split()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from _common import export_and_run, print_table, save_results
 
 import pt2e_int8 as q
-from pt2e_int8.digits import SEED, DigitsMLP, accuracy, load_digits_split, train
+from pt2e_int8.app.digits import SEED, DigitsMLP, accuracy, load_digits_split, train
 
 GLOBAL_BATCH = 64
 

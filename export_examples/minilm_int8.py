@@ -14,7 +14,7 @@ import torch
 from _common import export_and_run, parse_args, print_table, save_results
 
 import pt2e_int8 as q
-from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
+from pt2e_int8.app.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
 
 args = parse_args(__doc__, "out/minilm")
 seq = 32 if args.quick else 128

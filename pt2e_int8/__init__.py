@@ -4,7 +4,7 @@
     qm = q.quantize(model, example_inputs, calibration=batches)
     print(q.coverage(qm))
 
-Names are re-exported lazily (PEP 562): `import pt2e_int8.cli` or `pt2e_int8.errors` must not
+Names are re-exported lazily (PEP 562): `import pt2e_int8.app.cli` or `pt2e_int8.errors` must not
 pull in torchao, so `pt2e-int8 bench` runs on a board that has only a runtime installed.
 """
 

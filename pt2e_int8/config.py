@@ -61,7 +61,8 @@ class QuantConfig:
     per_channel: bool = True
     # int8 matches XNNPACK's qs8 kernels; uint8 suits x86 CPUs without VNNI in some runtimes.
     act_dtype: torch.dtype = torch.int8
-    # Activation observer for static PTQ. minmax is exact on small nets; transformer
+    # Activation observer of static configs, PTQ and QAT alike (QAT fake-quantizes with it;
+    # the qat() preset picks moving_average). minmax is exact on small nets; transformer
     # activations have outliers, for which histogram or percentile keep far more accuracy.
     observer: ObserverName = "minmax"
     # Upper percentile kept by the percentile observer (lower one mirrors it).

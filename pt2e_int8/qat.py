@@ -15,7 +15,8 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e import disable_observer, enable_observer
-from torchao.quantization.pt2e.export_utils import _replace_dropout
+
+from pt2e_int8.compat.torchao import replace_dropout
 
 aten = torch.ops.aten
 
@@ -64,7 +65,7 @@ def move_to_train(gm: GraphModule) -> GraphModule:
     """Dropout active; batch-norm uses batch statistics unless frozen."""
     if not getattr(gm, _TRAINING_ATTR, True):
         with _own_graph_class(gm):
-            _replace_dropout(gm, train_to_eval=False)
+            replace_dropout(gm, train_to_eval=False)
     setattr(gm, _TRAINING_ATTR, True)
     _set_batch_norm_training(gm, not getattr(gm, _BN_FROZEN_ATTR, False))
     torch.nn.Module.train(gm, True)
@@ -75,7 +76,7 @@ def move_to_eval(gm: GraphModule) -> GraphModule:
     """Dropout off; batch-norm uses running statistics. Idempotent."""
     if getattr(gm, _TRAINING_ATTR, True):
         with _own_graph_class(gm):
-            _replace_dropout(gm, train_to_eval=True)
+            replace_dropout(gm, train_to_eval=True)
     setattr(gm, _TRAINING_ATTR, False)
     _set_batch_norm_training(gm, False)
     torch.nn.Module.train(gm, False)

@@ -14,9 +14,10 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import Quantizer
 
 from pt2e_int8.annotators import ALL_ANNOTATORS, AnnotatorRegistry
-from pt2e_int8.annotators._base import Resolved, annotate_graph
+from pt2e_int8.annotators.framework import Resolved, annotate_graph
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.errors import ConfigError
+from pt2e_int8.transforms import PRE_ANNOTATION_TRANSFORMS, run_transforms
 
 
 def _type_name(tp: type) -> str:
@@ -46,8 +47,12 @@ class Int8Quantizer(Quantizer):
                      .set_module_name("classifier", None))
     """
 
-    def __init__(self, annotators=ALL_ANNOTATORS) -> None:
+    def __init__(self, annotators=ALL_ANNOTATORS, transforms=None) -> None:
+        """`annotators`: the op families to quantize (default: all). `transforms`: graph rewrites
+        run before annotation (default: `pt2e_int8.transforms.PRE_ANNOTATION_TRANSFORMS`)."""
         super().__init__()
+        self.transforms = ([t() for t in PRE_ANNOTATION_TRANSFORMS] if transforms is None
+                           else list(transforms))
         self.global_config: QuantConfig | None = None
         self.module_type_config: dict[type, QuantConfig | None] = {}
         self.module_name_config: dict[str, QuantConfig | None] = {}
@@ -120,7 +125,9 @@ class Int8Quantizer(Quantizer):
 
     # -- Quantizer API --------------------------------------------------------------
     def transform_for_annotation(self, model: GraphModule) -> GraphModule:
-        # Deliberately nothing: integer and boolean subgraphs stay exactly as exported.
+        # Only our own float-exact rewrites: integer and boolean subgraphs stay exactly as
+        # exported (the stock quantizer's transforms turn integer scalars into float tensors).
+        model, _ = run_transforms(model, self.transforms)
         return model
 
     def annotate(self, model: GraphModule) -> GraphModule:

@@ -17,10 +17,10 @@ from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-from pt2e_int8.annotators._base import META_KEY
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
+from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
-from pt2e_int8.convbn_fold import fold_only_present_conv_kinds
+from pt2e_int8.decision import amend, decision_of
 from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
 from pt2e_int8.errors import CalibrationError, ConfigError
 from pt2e_int8.qat import enable_train_eval, move_to_eval
@@ -136,9 +136,9 @@ def _mark_unobserved(prepared: GraphModule) -> None:
         min_val = getattr(observer, "min_val", None)
         if isinstance(min_val, torch.Tensor) and min_val.numel() and torch.isinf(min_val).all():
             for user in node.users:
-                info = user.meta.get(META_KEY)
-                if info is not None and info["reason"] is None:
-                    info["unobserved"] = True
+                decision = decision_of(user)
+                if decision is not None and decision.scheme is not None:
+                    amend(user, unobserved=True)
 
 
 def quantize(

@@ -13,20 +13,22 @@ from dataclasses import dataclass
 import torch
 from torch.fx import Node
 
-from backends.executorch.provenance import edge_target, source_names
+from backends.compat.executorch import edge_target
+from backends.executorch.provenance import source_names
 from backends.result import Placement
 from pt2e_int8.coverage_report import LayerRow
+from pt2e_int8.ops import layer_operands
 from pt2e_int8.qdq import CHOOSE_QPARAMS_OPS, DEQUANTIZE_OPS, QDQ_OPS
 
 aten = torch.ops.aten
 
-# edge op -> (XNNPACK kernel name, activation arg, weight / second operand arg)
+# edge op -> the XNNPACK kernel it is serialized as (operand positions: pt2e_int8.ops)
 KERNELS = {
-    aten.linear.default: ("fully_connected", 0, 1),
-    aten.addmm.default: ("fully_connected", 1, 2),
-    aten.mm.default: ("fully_connected", 0, 1),
-    aten.convolution.default: ("convolution", 0, 1),
-    aten.bmm.default: ("batch_matrix_multiply", 0, 1),
+    aten.linear.default: "fully_connected",
+    aten.addmm.default: "fully_connected",
+    aten.mm.default: "fully_connected",
+    aten.convolution.default: "convolution",
+    aten.bmm.default: "batch_matrix_multiply",
 }
 _NO_INT8_BMM = (
     "ExecuTorch 1.5.1's XNNPACK partitioner has no int8 batch-matmul (BMMConfig is FP32 only), "
@@ -58,12 +60,12 @@ def _is_dynamic(dq: Node) -> bool:
 
 def classify(node: Node) -> Kernel | None:
     """The XNNPACK kernel a delegated compute node becomes, or None if it is not one."""
-    spec = KERNELS.get(edge_target(node))
-    if spec is None:
+    target = edge_target(node)
+    name = KERNELS.get(target)
+    if name is None:
         return None
-    name, act_i, weight_i = spec
-    act = _dequantized(node.args[act_i]) if len(node.args) > act_i else None
-    weight = _dequantized(node.args[weight_i]) if len(node.args) > weight_i else None
+    operands = layer_operands(node, target)
+    act, weight = _dequantized(operands.act), _dequantized(operands.weight)
     if name == "batch_matrix_multiply" or act is None or weight is None:
         return Kernel(f"xnnpack {name} f32", int8=False)
     mode = "qd8 (dynamic int8 activations)" if _is_dynamic(act) else "qs8 (static int8)"

@@ -24,8 +24,3 @@ def source_names(node: Node, graph_id: int) -> set[str]:
             continue  # deeper entries are older graphs
         stack.extend(getattr(src, "from_node", None) or [])
     return found
-
-
-def edge_target(node: Node):
-    """The aten / quantized_decomposed OpOverload behind an edge-dialect node target."""
-    return getattr(node.target, "_op", node.target)

@@ -21,7 +21,7 @@ Cost, measured on the machine this was built on (AMD EPYC with AVX512-VNNI: U8S8
 *and* fast there, so this is the worst case; the AVX2-only CPU of the issue was not available),
 ONNX Runtime 1.32, 2 threads: Linear(384,1536)-ReLU-Linear(1536,384) at 128 rows 0.46 ms with
 int8 weights vs 0.87 ms uint8 (float 1.51 ms); all-MiniLM-L6-v2 numbers, including 7-bit
-weights, in bench/minilm_onnx.md. `weight_dtype="int8"` keeps int8 weights for targets
+weights, in bench/RESULTS.md (the `int8 weights` rows). `weight_dtype="int8"` keeps int8 weights for targets
 known to be safe (VNNI x86, ARM) or that need symmetric int8 (TensorRT).
 """
 
@@ -42,8 +42,9 @@ from backends.onnx.translations import TRANSLATIONS
 from backends.result import ExportResult
 from pt2e_int8.atomic import atomic_path
 from pt2e_int8.capture import as_input_tuple, export_model
-from pt2e_int8.coverage_report import LAYER_OPS, coverage
+from pt2e_int8.coverage_report import coverage
 from pt2e_int8.errors import ConfigError, LoweringError, Pt2eInt8Error
+from pt2e_int8.ops import layer_op
 
 # Opset 20: what torch.onnx's dynamo exporter writes natively (no version conversion), with
 # per-axis QuantizeLinear/DequantizeLinear; read by ONNX Runtime ≥ 1.16, OpenVINO, TensorRT 10.
@@ -78,7 +79,7 @@ _LAYER_TAG = "pt2e_int8_layer"
 def _tag_layers(model: torch.nn.Module) -> list[torch.fx.Node]:
     if not isinstance(model, GraphModule):
         return []
-    nodes = [n for n in model.graph.nodes if n.op == "call_function" and n.target in LAYER_OPS]
+    nodes = [n for n in model.graph.nodes if layer_op(n) is not None]
     for n in nodes:
         n.meta.setdefault("custom", {})[_LAYER_TAG] = n.name
     return nodes

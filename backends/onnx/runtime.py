@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 # pt2e_int8's package __init__ is lazy: this pulls in no torch or torchao.
+from backends.dtypes import InputSpec, from_onnx
 from pt2e_int8.errors import InputFileError
 
 
@@ -30,12 +31,6 @@ def _torch():
         return None
     return torch
 
-# ONNX element type names (as ORT reports them) -> numpy dtype, to cast inputs to what the graph wants.
-_NP_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -63,6 +58,11 @@ class OnnxSession:
         self.inputs = session.get_inputs()
         self.output_names = [o.name for o in session.get_outputs()]
 
+    def input_specs(self) -> list[InputSpec]:
+        """Each graph input's shape (None for a named dynamic axis) and dtype."""
+        return [InputSpec(tuple(d if isinstance(d, int) else None for d in i.shape), from_onnx(i.type))
+                for i in self.inputs]
+
     def run(self, inputs: Sequence) -> list:
         torch = _torch()
         if torch is not None and isinstance(inputs, torch.Tensor) or isinstance(inputs, np.ndarray):
@@ -73,8 +73,10 @@ class OnnxSession:
         feed = {}
         for spec, value in zip(self.inputs, inputs, strict=True):
             array = value.detach().cpu().numpy() if torch is not None and isinstance(value, torch.Tensor) else np.asarray(value)
-            want = _NP_TYPES.get(spec.type)
-            feed[spec.name] = array.astype(want, copy=False) if want is not None else array
+            want = from_onnx(spec.type, default=None)
+            if want is not None and want.name != "bfloat16":  # numpy has no bfloat16: pass as given
+                array = array.astype(np.dtype(want.name), copy=False)
+            feed[spec.name] = array
         outs = self.session.run(self.output_names, feed)
         return [torch.from_numpy(np.ascontiguousarray(o)) for o in outs] if torch is not None else outs
 

@@ -9,7 +9,7 @@ import torch
 from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-from pt2e_int8.annotators._base import (
+from pt2e_int8.annotators.framework import (
     Annotation,
     Rejected,
     fused_activation,
@@ -18,6 +18,7 @@ from pt2e_int8.annotators._base import (
     op_annotator,
 )
 from pt2e_int8.config import QuantConfig, activation_spec, bias_spec, weight_spec
+from pt2e_int8.ops import layer_operands
 
 aten = torch.ops.aten
 
@@ -36,8 +37,7 @@ def _batch_norm_user(node: Node) -> Node | None:
 
 @op_annotator(name="conv", targets=CONV_TARGETS, priority=50)
 def annotate_conv(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
-    act, weight = node.args[0], node.args[1]
-    bias = node.args[2] if len(node.args) > 2 else None
+    act, weight, bias = layer_operands(node)
     if node.target == aten.convolution.default and node.args[6]:
         return Rejected("transposed convolution is not supported")
     if not is_param(weight):

@@ -6,12 +6,10 @@ as exported: we never turn integer scalars into float tensors (the stock quantiz
 does, and breaks Hugging Face attention-mask arithmetic).
 """
 
-import torch
 from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-from pt2e_int8.annotators._base import (
-    FUSABLE_ACTIVATIONS,
+from pt2e_int8.annotators.framework import (
     Annotation,
     Rejected,
     carries_data,
@@ -19,28 +17,17 @@ from pt2e_int8.annotators._base import (
     is_float_tensor,
     op_annotator,
 )
-from pt2e_int8.annotators.conv import CONV_TARGETS
-from pt2e_int8.annotators.linear import GEMM_ARGS
-from pt2e_int8.annotators.matmul import MATMUL_TARGETS
-from pt2e_int8.annotators.shared_qparams import CAT_TARGETS, SHARED_QPARAM_TARGETS
 from pt2e_int8.config import QuantConfig, activation_spec
-
-aten = torch.ops.aten
-
-ELEMENTWISE_TARGETS = (aten.add.Tensor, aten.mul.Tensor)
-# Ops that can take an int8 input. A sum feeding none of them (a transformer residual
-# into LayerNorm) is dequantized straight away: quantizing it adds error, saves nothing.
-INT8_CONSUMERS = frozenset(
-    {*GEMM_ARGS, *CONV_TARGETS, *MATMUL_TARGETS, *SHARED_QPARAM_TARGETS, *CAT_TARGETS,
-     *ELEMENTWISE_TARGETS, *FUSABLE_ACTIVATIONS}
-)
+from pt2e_int8.ops import ELEMENTWISE_OPS, INT8_INPUT_OPS
 
 
 def _feeds_int8_consumer(node: Node) -> bool:
-    return any(u.op == "call_function" and u.target in INT8_CONSUMERS for u in node.users)
+    """A sum feeding no int8-capable op (a transformer residual into LayerNorm) would be
+    dequantized straight away: quantizing it adds error and saves nothing."""
+    return any(u.op == "call_function" and u.target in INT8_INPUT_OPS for u in node.users)
 
 
-@op_annotator(name="elementwise", targets=ELEMENTWISE_TARGETS, priority=30)
+@op_annotator(name="elementwise", targets=ELEMENTWISE_OPS, priority=30)
 def annotate_elementwise(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     if cfg.mode != "static":
         return Rejected("add/mul is quantized by static configs only")

@@ -4,7 +4,7 @@ import torch
 from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-from pt2e_int8.annotators._base import Annotation, Rejected, is_param, op_annotator
+from pt2e_int8.annotators.framework import Annotation, Rejected, is_param, op_annotator
 from pt2e_int8.config import QuantConfig, embedding_weight_spec
 
 aten = torch.ops.aten

@@ -10,7 +10,7 @@ import torch
 from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-from pt2e_int8.annotators._base import (
+from pt2e_int8.annotators.framework import (
     Annotation,
     Rejected,
     fused_activation,
@@ -19,22 +19,18 @@ from pt2e_int8.annotators._base import (
     op_annotator,
 )
 from pt2e_int8.config import QuantConfig, activation_spec, bias_spec, weight_spec
+from pt2e_int8.ops import layer_operands, weight_axis
 
 aten = torch.ops.aten
 
-# target -> (activation arg, weight arg, bias arg or None, output-channel axis of the weight)
-GEMM_ARGS = {
-    aten.linear.default: (0, 1, 2, 0),
-    aten.addmm.default: (1, 2, 0, 1),
-    aten.mm.default: (0, 1, None, 1),
-}
+# mm is a linear when its second operand is a constant weight; otherwise the matmul family takes it.
+GEMM_TARGETS = (aten.linear.default, aten.addmm.default, aten.mm.default)
 
 
-@op_annotator(name="linear", targets=GEMM_ARGS, priority=50)
+@op_annotator(name="linear", targets=GEMM_TARGETS, priority=50)
 def annotate_linear(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
-    act_i, weight_i, bias_i, axis = GEMM_ARGS[node.target]
-    act, weight = node.args[act_i], node.args[weight_i]
-    bias = node.args[bias_i] if bias_i is not None and len(node.args) > bias_i else None
+    act, weight, bias = layer_operands(node)
+    axis = weight_axis(node)
     if not is_param(weight):
         return Rejected("weight is not a constant parameter (activation × activation: see matmul)")
     if not is_float_tensor(act) or not is_float_tensor(weight):

@@ -5,11 +5,10 @@ an output qspec), so they never create a q/dq island of their own. Output and in
 share one observer, so the int8 values pass through unchanged.
 """
 
-import torch
 from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
-from pt2e_int8.annotators._base import (
+from pt2e_int8.annotators.framework import (
     Annotation,
     Rejected,
     is_float_tensor,
@@ -17,33 +16,10 @@ from pt2e_int8.annotators._base import (
     output_is_quantized,
 )
 from pt2e_int8.config import QuantConfig
-
-aten = torch.ops.aten
-
-SHARED_QPARAM_TARGETS = (
-    aten.max_pool1d.default,
-    aten.max_pool2d.default,
-    aten.avg_pool1d.default,
-    aten.avg_pool2d.default,
-    aten.adaptive_avg_pool1d.default,
-    aten.adaptive_avg_pool2d.default,
-    aten.reshape.default,
-    aten.view.default,
-    aten.permute.default,
-    aten.transpose.int,
-    aten.flatten.using_ints,
-    aten.slice.Tensor,
-    aten.squeeze.dim,
-    aten.squeeze.dims,
-    aten.squeeze.default,
-    aten.unsqueeze.default,
-    aten.pad.default,
-    aten.constant_pad_nd.default,
-)
-CAT_TARGETS = (aten.cat.default, aten.concat.default)
+from pt2e_int8.ops import CAT_OPS, SHARED_QPARAM_OPS
 
 
-@op_annotator(name="shared_qparams", targets=SHARED_QPARAM_TARGETS, priority=10)
+@op_annotator(name="shared_qparams", targets=SHARED_QPARAM_OPS, priority=10)
 def annotate_shared_qparams(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     if cfg.mode != "static":
         return Rejected("shares qparams only within static int8 regions")
@@ -59,7 +35,7 @@ def annotate_shared_qparams(node: Node, cfg: QuantConfig) -> Annotation | Reject
     return Annotation({node: ann}, (node,))
 
 
-@op_annotator(name="cat", targets=CAT_TARGETS, priority=10)
+@op_annotator(name="cat", targets=CAT_OPS, priority=10)
 def annotate_cat(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     if cfg.mode != "static":
         return Rejected("shares qparams only within static int8 regions")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 _SCRIPT = Path(sys.executable).with_name("pt2e-int8")
 # The installed console script when present (what users run), else the module.
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pt2e_int8.cli"]
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pt2e_int8.app.cli"]
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -27,11 +27,11 @@ def run_many(cases: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.Com
 
 
 def run_in_process(*args, cwd: Path, capsys) -> tuple[int, str, str]:
-    """`pt2e_int8.cli.main` in this interpreter: for the many small error cases, without the
+    """`pt2e_int8.app.cli.main` in this interpreter: for the many small error cases, without the
     seconds of start-up each subprocess costs. Same code path after the interpreter starts."""
     import contextlib
 
-    from pt2e_int8.cli import main
+    from pt2e_int8.app.cli import main
 
     capsys.readouterr()
     with contextlib.chdir(cwd):

@@ -86,15 +86,9 @@ def converted_pt2(work) -> Path:
     return path
 
 
-def _need_backends() -> None:
-    pytest.importorskip("backends.executorch.lower", reason="ExecuTorch backend not in the tree yet")
-    pytest.importorskip("backends.onnx.export", reason="ONNX backend not in the tree yet")
-
-
 @pytest.fixture(scope="session")
 def exported(work) -> tuple[subprocess.CompletedProcess, Path]:
     """`export model.py:build -o exp --calibration calib.pt` with both formats, once."""
-    _need_backends()
     out = work / "exp"
     return run_cli("export", "model.py:build", "-o", out, "--calibration", "calib.pt", cwd=work), out
 
@@ -102,7 +96,6 @@ def exported(work) -> tuple[subprocess.CompletedProcess, Path]:
 @pytest.fixture(scope="session")
 def dynamic_onnx(work) -> tuple[subprocess.CompletedProcess, Path]:
     """A dynamic-scheme ONNX export with fc1 kept float: a different model from the static reference."""
-    pytest.importorskip("backends.onnx.export", reason="ONNX backend not in the tree yet")
     out = work / "dyn"
     return run_cli("export", "model.py:build", "-o", out, "--format", "onnx", "--scheme", "dynamic",
                    "--keep-float", "fc1", cwd=work), out

@@ -9,8 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import pt2e_int8
 from tests.cli._cli import run_cli, run_in_process
 
@@ -45,7 +43,7 @@ def test_bench_two_artifacts_interleaved(work, exported):
 def _modules_after_bench(artifact: Path, *, skip_package_init: bool) -> set[str]:
     """Run `bench` in a fresh interpreter and return the loaded module names.
 
-    skip_package_init: import pt2e_int8.cli without running pt2e_int8/__init__.py, to test the
+    skip_package_init: import pt2e_int8.app.cli without running pt2e_int8/__init__.py, to test the
     command's own import path apart from the package's eager re-exports.
     """
     stub = (f"import types; pkg = types.ModuleType('pt2e_int8'); pkg.__path__ = [{str(PACKAGE_DIR)!r}]; "
@@ -53,7 +51,7 @@ def _modules_after_bench(artifact: Path, *, skip_package_init: bool) -> set[str]
     code = textwrap.dedent(f"""
         import json, sys
         {stub}
-        from pt2e_int8.cli import main
+        from pt2e_int8.app.cli import main
         rc = main(["bench", {str(artifact)!r}, "--iters", "2", "--warmup", "1"])
         print("MODULES=" + json.dumps(sorted(sys.modules)))
         sys.exit(rc)
@@ -86,9 +84,7 @@ def test_installed_bench_onnx_imports_no_export_machinery(exported):
     """The same through `import pt2e_int8` as the console script does it."""
     probe = subprocess.run([sys.executable, "-c", "import sys, pt2e_int8; print('torchao' in sys.modules)"],
                            capture_output=True, text=True, check=False)
-    if probe.stdout.strip() == "True":
-        pytest.xfail("pt2e_int8/__init__.py imports the quantizer (torchao) eagerly; it must re-export "
-                     "lazily (PEP 562 __getattr__) for `pt2e-int8 bench` to run on a runtime-only board")
+    assert probe.stdout.strip() == "False", "import pt2e_int8 must not import torchao (lazy re-exports)"
     _, exp = exported
     modules = _modules_after_bench(exp / "model.onnx", skip_package_init=False)
     assert _loaded(modules, (*EXPORT_MACHINERY, "executorch")) == []
@@ -100,3 +96,12 @@ def test_bench_with_inputs_file(work, exported, capsys):
                                   "--warmup", "0", cwd=work, capsys=capsys)
     assert rc == 0, err
     assert "inputs: example.pt" in out and "model.onnx" in out
+
+
+def test_bench_pte_imports_no_exir(exported):
+    """bench on a .pte loads ExecuTorch's bare runtime bindings, never `executorch.exir` (the compiler
+    stack that `executorch.runtime` and `portable_lib` import: 19-38 s under qemu, seconds on a board)."""
+    _, exp = exported
+    modules = _modules_after_bench(exp / "model.pte", skip_package_init=False)
+    assert "executorch.extension.pybindings._C" in modules
+    assert _loaded(modules, EXPORT_MACHINERY) == []

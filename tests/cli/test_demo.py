@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.cli._cli import run_cli
 
 VARIANTS = ("float", "ptq-static", "ptq-dynamic", "qat")
 
 
 def test_demo_table_reports_and_plot(tmp_path):
-    pytest.importorskip("backends.executorch.lower", reason="ExecuTorch backend not in the tree yet")
-    pytest.importorskip("backends.onnx.export", reason="ONNX backend not in the tree yet")
     out = tmp_path / "demo"
     proc = run_cli("demo", "-o", out, "--epochs", "4", "--bench-iters", "5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

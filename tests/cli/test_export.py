@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.cli._cli import run_cli, run_in_process
 
 
@@ -49,7 +47,6 @@ def test_export_keep_float_dynamic(dynamic_onnx):
 
 
 def test_export_converted_pt2_as_is(work, converted_pt2, capsys):
-    pytest.importorskip("backends.onnx.export", reason="ONNX backend not in the tree yet")
     out = work / "from_pt2"
     proc = run_cli("export", converted_pt2, "-o", out, "--format", "onnx", cwd=work)
     assert proc.returncode == 0, proc.stderr

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import pt2e_int8 as q
-from pt2e_int8.device import describe_device, isa_features
+from backends.registry import backend_of, parse_formats
+from pt2e_int8.app.device import describe_device, isa_features
+from pt2e_int8.app.inputs import check_finite, load_batches
+from pt2e_int8.app.parity import compare_outputs, output_steps
+from pt2e_int8.app.staging import staged_output
 from pt2e_int8.errors import CalibrationError, ConfigError, InputFileError
-from pt2e_int8.formats import format_of, parse_formats
-from pt2e_int8.inputs import check_finite, load_batches
-from pt2e_int8.parity import compare_outputs, output_steps
-from pt2e_int8.staging import staged_output
 
 _ARM_CORE = """processor\t: {i}
 BogoMIPS\t: 48.00
@@ -83,7 +83,7 @@ def test_formats_registry():
     with pytest.raises(ConfigError, match="'tflite'"):
         parse_formats("tflite")
     with pytest.raises(InputFileError, match="unknown artifact kind"):
-        format_of("m.tflite")
+        backend_of("m.tflite")
 
 
 def test_output_steps_and_parity():
@@ -101,7 +101,7 @@ def test_output_steps_and_parity():
 
 
 def test_load_model_from_package_module(tmp_path, monkeypatch):
-    from pt2e_int8.modelspec import load_model
+    from pt2e_int8.app.modelspec import load_model
 
     pkg = tmp_path / "clitestpkg"
     pkg.mkdir()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pt2e_int8 as q
+from pt2e_int8.decision import decision_of
 from tests.core._helpers import op_counts
 
 qd = torch.ops.quantized_decomposed
@@ -170,7 +171,7 @@ def test_embedding_under_static_config_says_how():
     ids = torch.randint(0, 10, (2, 3))
     qm = q.quantize(Emb().eval(), (ids,), calibration=[(ids,)])
     emb = next(n for n in qm.graph.nodes if n.target == torch.ops.aten.embedding.default)
-    assert "QuantConfig.weight_only()" in emb.meta["pt2e_int8"]["reason"]
+    assert "QuantConfig.weight_only()" in decision_of(emb).reason
 
 
 class MaskedScores(nn.Module):
@@ -206,7 +207,7 @@ def test_integer_and_mask_paths_are_left_as_exported():
     for n in mask_path:
         assert n.target not in (Q, DQ), f"{n.name} on the mask path is a q/dq node"
         assert not any(u.target in (Q, DQ) for u in n.users), f"{n.name} output gets quantized"
-    assert "mask arithmetic" in add.meta["pt2e_int8"]["reason"]
+    assert "mask arithmetic" in decision_of(add).reason
     with torch.no_grad():
         (ref, ref_pos), (out, out_pos) = model(x, mask), qm(x, mask)
     assert torch.equal(ref_pos, out_pos)

@@ -31,7 +31,9 @@ def test_rows_schemes_and_reasons():
     assert rows["conv"].quantized and rows["conv"].op == "conv"
     assert not rows["out"].quantized and "set_module_name('out')" in rows["out"].reason
     sdpa = [r for r in rep.layers if r.op == "attention"]
-    assert sdpa and not sdpa[0].quantized and "attn_implementation='eager'" in sdpa[0].reason
+    # A plain PyTorch model gets a plain-PyTorch hint, not the Hugging Face one.
+    assert sdpa and not sdpa[0].quantized and "matmul + softmax" in sdpa[0].reason
+    assert "attn_implementation" not in sdpa[0].reason
 
     table = str(rep)
     assert "proj" in table and "static/per-channel" in table and f"2/{len(rep.layers)} layers in int8" in table

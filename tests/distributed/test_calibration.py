@@ -56,14 +56,15 @@ def test_moving_average_is_the_mean_of_the_ranks(ranks):
 
 
 def test_histogram_matches_the_union_within_its_binning(ranks):
-    """The merged histogram's clipping range is within 2 bins of one observer that saw all data
-    at once (the exact histogram); torchao's own sequential merge is not always (measured: 26 bins)."""
+    """The merged histogram's qparams are those of one observer that saw all data at once (the
+    exact histogram) up to 2 of its 2048 bins at each end of the clipping range: the scale within
+    4 bins / 255, the zero point within 1. torchao's own sequential merge was 26 bins off here."""
     r0 = ranks[0]["histogram"]
-    for name, (_, (lo_ref, hi_ref), min_val, max_val, count) in r0["exact"].items():
-        (_, (lo, hi)) = r0["merged"][name]
+    for name, ((s_ref, z_ref), min_val, max_val, count) in r0["exact"].items():
+        s, z = r0["merged"][name]
         bin_width = (max_val - min_val) / 2048
-        assert abs(lo - lo_ref) <= 2 * bin_width and abs(hi - hi_ref) <= 2 * bin_width, (
-            f"{name}: merged clip [{lo:.5f}, {hi:.5f}] vs exact [{lo_ref:.5f}, {hi_ref:.5f}], bin {bin_width:.2e}")
+        assert abs(s.item() - s_ref.item()) <= 4 * bin_width / 255 and abs(z.item() - z_ref.item()) <= 1, (
+            f"{name}: merged scale {s.item():.6g} zp {z.item()} vs exact {s_ref.item():.6g} zp {z_ref.item()}")
         merged_min, merged_max, hist = r0["hist"][name]
         assert (merged_min, merged_max) == (min_val, max_val)  # the common range is the union's
         assert hist.sum().item() == pytest.approx(count, rel=1e-6)  # no value lost or doubled

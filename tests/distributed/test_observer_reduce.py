@@ -108,13 +108,13 @@ def test_histogram_merges_into_the_union_range_within_two_bins():
     ranks = [feed(HistogramObserver(**INT8), d) for d in data]
     exact = feed(HistogramObserver(**INT8), [torch.cat([b for d in data for b in d])])
     simulate_sync(ranks)
-    lo_ref, hi_ref = exact._non_linear_param_search()
+    s_ref, z_ref = exact.calculate_qparams()
     width = (exact.max_val - exact.min_val).item() / exact.bins
     for o in ranks:
         assert torch.equal(o.min_val, exact.min_val) and torch.equal(o.max_val, exact.max_val)
         assert o.histogram.sum().item() == pytest.approx(exact.histogram.sum().item(), rel=1e-6)
-        lo, hi = o._non_linear_param_search()
-        assert abs(lo - lo_ref) <= 2 * width and abs(hi - hi_ref) <= 2 * width, (lo, hi, lo_ref, hi_ref, width)
+        s, z = o.calculate_qparams()  # clipping range within 2 bins at each end
+        assert abs(s - s_ref).item() <= 4 * width / 255 and abs(z - z_ref).item() <= 1, (s, z, s_ref, z_ref)
 
 
 def test_rebin_preserves_counts_and_places_them():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from executorch.exir._serialize._program import deserialize_pte_binary
 
+from backends.compat.executorch import pte_structure
 from pt2e_int8.qdq import is_dequantize, is_quantize
 
 
@@ -27,13 +27,11 @@ def output_step(qm: torch.fx.GraphModule) -> float:
 
 def pte_operators(path: Path) -> set[str]:
     """Operators the .pte runs outside delegates (read from the file itself)."""
-    program = deserialize_pte_binary(Path(path).read_bytes()).program
-    return {op.name for plan in program.execution_plan for op in plan.operators}
+    return set(pte_structure(Path(path).read_bytes())["operators"])
 
 
 def pte_delegates(path: Path) -> list[str]:
-    program = deserialize_pte_binary(Path(path).read_bytes()).program
-    return [d.id for plan in program.execution_plan for d in plan.delegates]
+    return pte_structure(Path(path).read_bytes())["delegates"]
 
 
 def reference(model, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from pt2e_int8.coverage_report import LAYER_OPS
+from pt2e_int8.ops import layer_op
 from pt2e_int8.qdq import is_quantize
 
 aten = torch.ops.aten
@@ -43,8 +43,7 @@ class ReplaceClampWithHardtanhPass(PassBase):
             if node.op != "call_function" or node.target not in _CLAMPS:
                 continue
             src = node.args[0]
-            if not (isinstance(src, Node) and src.op == "call_function" and src.target in LAYER_OPS
-                    and len(src.users) == 1):
+            if not (isinstance(src, Node) and layer_op(src) is not None and len(src.users) == 1):
                 continue
             if len(node.users) != 1 or not is_quantize(next(iter(node.users))):
                 continue

@@ -14,7 +14,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from backends.executorch.passes.constants import constant_value, erase_dead_constants, is_constant
-from pt2e_int8.coverage_report import LAYER_OPS
+from pt2e_int8.ops import layer_op, layer_operands
 from pt2e_int8.qdq import is_dequantize, is_dynamic_dequantize
 
 _qd = torch.ops.quantized_decomposed
@@ -29,12 +29,9 @@ class ExpandPerTensorWeightPass(PassBase):
     def call(self, graph_module: GraphModule) -> PassResult:
         modified = False
         for node in list(graph_module.graph.nodes):
-            if node.op != "call_function" or node.target not in LAYER_OPS:
+            if layer_op(node) is None:
                 continue
-            _, act_i, weight_i = LAYER_OPS[node.target]
-            if weight_i is None or len(node.args) <= weight_i:
-                continue
-            act, weight = node.args[act_i], node.args[weight_i]
+            act, weight, _ = layer_operands(node)
             if not (isinstance(act, Node) and is_dequantize(act) and is_dynamic_dequantize(act)):
                 continue
             if not (isinstance(weight, Node) and weight.target == _qd.dequantize_per_tensor.default

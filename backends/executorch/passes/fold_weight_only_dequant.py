@@ -20,7 +20,7 @@ from backends.executorch.passes.constants import (
     is_constant,
     replace_with_constant,
 )
-from pt2e_int8.coverage_report import LAYER_OPS
+from pt2e_int8.ops import layer_op, layer_operands
 from pt2e_int8.qdq import is_dequantize
 
 
@@ -34,12 +34,10 @@ class FoldWeightOnlyDequantPass(PassBase):
     def call(self, graph_module: GraphModule) -> PassResult:
         modified = False
         for node in list(graph_module.graph.nodes):
-            if node.op != "call_function" or node.target not in LAYER_OPS:
+            spec = layer_op(node)
+            if spec is None or spec.family == "embedding":
                 continue
-            _, act_i, weight_i = LAYER_OPS[node.target]
-            if weight_i is None or len(node.args) <= weight_i:
-                continue
-            act, weight = node.args[act_i], node.args[weight_i]
+            act, weight, _ = layer_operands(node)
             if isinstance(act, Node) and is_dequantize(act):
                 continue
             if not (isinstance(weight, Node) and is_dequantize(weight)):

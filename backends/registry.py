@@ -1,0 +1,107 @@
+"""The artifact formats: one entry per backend, with its exporter and its runtime loader.
+
+Each entry's functions import their backend inside the call, so `pt2e-int8 bench model.onnx`
+never imports the ExecuTorch side (and the other way round) and a board with only one
+runtime installed can still bench its files. The imports are written out below, where a
+reader and an import-graph tool both see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pt2e_int8.errors import ConfigError, InputFileError
+
+
+def _export_pte(model, example_inputs, path, **kwargs):
+    from backends.executorch.lower import export_pte
+
+    return export_pte(model, example_inputs, path, **kwargs)
+
+
+def _load_pte(path, threads=None):
+    from backends.executorch.runtime import load_pte
+
+    return load_pte(path, threads=threads)
+
+
+def _export_onnx(model, example_inputs, path, **kwargs):
+    from backends.onnx.export import export_onnx
+
+    return export_onnx(model, example_inputs, path, **kwargs)
+
+
+def _load_onnx(path, threads=None):
+    from backends.onnx.runtime import load_onnx
+
+    return load_onnx(path, threads=threads)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # as written in --format and in report.json placement keys
+    suffix: str
+    # (model, example_inputs, path, **options) -> backends.result.ExportResult
+    export: Callable
+    # (path, threads=None) -> a program with .run([tensors]) -> [tensors] and .input_specs()
+    load: Callable
+    runtime: str  # distribution name of the runtime, for versions and install hints
+    describe: str
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (
+        Backend("pte", ".pte", _export_pte, _load_pte, "executorch", "ExecuTorch program, XNNPACK-delegated"),
+        Backend("onnx", ".onnx", _export_onnx, _load_onnx, "onnxruntime", "QDQ ONNX for ONNX Runtime"),
+    )
+}
+
+
+def parse_formats(text: str) -> list[Backend]:
+    """'pte,onnx' -> [Backend, Backend]; an unknown name is a ConfigError listing the known ones."""
+    names = [n.strip().lower().lstrip(".") for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise ConfigError(
+            f"Unknown --format {', '.join(map(repr, unknown)) or repr(text)}: pt2e-int8 writes "
+            f"{', '.join(BACKENDS)}. Pass a comma-separated list such as --format {','.join(BACKENDS)}."
+        )
+    return [BACKENDS[n] for n in dict.fromkeys(names)]
+
+
+def backend_of(path: str | Path) -> Backend:
+    """The backend of an artifact file, from its suffix."""
+    suffix = Path(path).suffix.lower()
+    for backend in BACKENDS.values():
+        if backend.suffix == suffix:
+            return backend
+    raise InputFileError(
+        f"{path}: unknown artifact kind {suffix or '(no suffix)'!r}. pt2e-int8 runs "
+        f"{', '.join(b.suffix for b in BACKENDS.values())} files, as written by `pt2e-int8 export`."
+    )
+
+
+def load_artifact(path: str | Path, threads: int | None = None):
+    """Load a .pte / .onnx with its runtime; a missing, truncated or corrupt file is an InputFileError."""
+    path = Path(path)
+    backend = backend_of(path)
+    if not path.is_file():
+        raise InputFileError(
+            f"{path}: no such file. Pass the path of a {backend.suffix} written by `pt2e-int8 export`.")
+    try:
+        return backend.load(str(path), threads=threads)
+    except InputFileError:
+        raise
+    except ImportError as e:
+        raise InputFileError(
+            f"{path}: the {backend.runtime} runtime is not importable ({e}). Install it "
+            f"(`pip install {backend.runtime}`) to run {backend.suffix} files."
+        ) from e
+    except Exception as e:  # noqa: BLE001  (any failure to load a user's file is that file's problem)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputFileError(
+            f"{path}: cannot be loaded as a {backend.describe} ({type(e).__name__}: {first}). "
+            f"The file is truncated, corrupt or not a {backend.suffix}; re-create it with `pt2e-int8 export`."
+        ) from e

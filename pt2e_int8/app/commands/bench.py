@@ -1,0 +1,46 @@
+"""`pt2e-int8 bench ARTIFACT...`: latency on this device, with the device description.
+
+Runs on a board that has only one runtime installed: it imports the runtime of each file's
+format and the standard library, never torchao or the exporters.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pt2e_int8.app.device import describe_device, summary_line
+from pt2e_int8.app.timing import Timing, bench_artifacts
+from pt2e_int8.atomic import write_text_atomic
+from pt2e_int8.text_table import text_table
+
+
+def format_table(timings: list[Timing]) -> str:
+    header = ("artifact", "format", "size KiB", "median ms", "p90 ms", "min ms", "vs first")
+    rows = [(t.artifact, t.format, f"{t.size_bytes / 1024:.1f}", f"{t.median_ms:.4f}", f"{t.p90_ms:.4f}",
+             f"{t.min_ms:.4f}", f"{t.ratio_vs_first:.2f}x") for t in timings]
+    return text_table(header, rows, right=range(2, len(header)))
+
+
+def run(args) -> int:
+    inputs = None
+    if args.inputs:
+        from pt2e_int8.app.inputs import load_batches
+
+        inputs = load_batches(args.inputs)[0]
+    device = describe_device()
+    timings = bench_artifacts(args.artifacts, iters=args.iters, warmup=args.warmup, threads=args.threads,
+                              inputs=inputs, batch=args.batch)
+    print(f"device: {summary_line(device)}")
+    threads = args.threads if args.threads is not None else "runtime default"
+    source = args.inputs or f"random, batch {args.batch}"
+    print(f"{args.iters} timed iterations after {args.warmup} warm-up, interleaved; threads: {threads}; inputs: {source}")
+    print(format_table(timings))
+    if args.json:
+        doc = {"device": device,
+               "settings": {"iters": args.iters, "warmup": args.warmup, "threads": args.threads,
+                            "inputs": args.inputs, "batch": None if args.inputs else args.batch,
+                            "order": "interleaved"},
+               "results": [t.to_dict() for t in timings]}
+        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,99 @@
+"""torchao 0.18.0 internals pt2e-int8 relies on, and why no public API does the job.
+
+`PRIVATE_SYMBOLS` lists each one; tests/core/test_compat.py fails when an upgrade removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.fx import GraphModule, Node
+from torchao.quantization.pt2e import export_utils, qat_utils
+from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+PINNED = "torchao==0.18.0"
+
+# (module, attribute) of every private name used below.
+PRIVATE_SYMBOLS = (
+    (export_utils, "_replace_dropout"),
+    (qat_utils, "_fold_conv_bn_qat_helper"),
+    (QuantizationAnnotation, "_annotated"),
+)
+
+aten = torch.ops.aten
+
+
+def missing_private_symbols() -> list[str]:
+    """The private names above that this torchao no longer has (empty when all is well)."""
+    return [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in PRIVATE_SYMBOLS
+            if not hasattr(owner, name) and name not in getattr(owner, "__dataclass_fields__", {})]
+
+
+# -- annotations ----------------------------------------------------------------------
+# QuantizationAnnotation._annotated is how every torchao quantizer marks a node as claimed.
+def is_annotated(node: Node) -> bool:
+    ann = node.meta.get(Q_ANNOTATION_KEY)
+    return ann is not None and ann._annotated
+
+
+def set_annotation(node: Node, ann: QuantizationAnnotation | None = None) -> None:
+    """Attach `ann` (or an empty claim) to `node`, marked annotated."""
+    ann = ann or node.meta.get(Q_ANNOTATION_KEY) or QuantizationAnnotation()
+    ann._annotated = True
+    node.meta[Q_ANNOTATION_KEY] = ann
+
+
+# -- train / eval of exported graphs -------------------------------------------------------
+def replace_dropout(gm: GraphModule, *, train_to_eval: bool) -> None:
+    """Swap dropout between its train and eval forms in an exported graph.
+
+    The public `move_exported_model_to_eval/train` also rewrite batch-norm by pattern
+    matching, which ignores custom momentum / eps (torchao's own TODO) and cannot keep BN
+    statistics frozen across `.train()`; pt2e_int8.qat flips batch-norm's `training` argument
+    itself and needs dropout only.
+    """
+    export_utils._replace_dropout(gm, train_to_eval=train_to_eval)
+
+
+# -- QAT conv-bn folding ---------------------------------------------------------------
+_CONV_FN_TO_OPS = {
+    F.conv1d: {aten.conv1d.default},
+    F.conv2d: {aten.conv2d.default},
+    F.conv_transpose1d: {aten.conv_transpose1d.default},
+    F.conv_transpose2d: {aten.conv_transpose2d.input},
+}
+
+
+@contextlib.contextmanager
+def fold_only_present_conv_kinds():
+    """During `convert_pt2e`, fold QAT conv-bn only for the conv kinds the graph has.
+
+    torchao's `_fold_conv_bn_qat` matches 25 pattern graphs for each of conv1d, conv2d,
+    conv_transpose1d and conv_transpose2d, each traced with a strict torch.export: ~100
+    exports (10+ s on 2 cores) whatever the model holds. Skipping absent kinds gives the
+    identical graph (a pattern of an absent op cannot match); a test compares the result
+    with torchao's. No public switch exists, so the per-kind helper is wrapped for the
+    duration of the call.
+    """
+    original = qat_utils._fold_conv_bn_qat_helper
+
+    def helper(m, conv_fn, example_inputs, is_cuda):
+        present = {n.target for n in m.graph.nodes if n.op == "call_function"}
+        ops = _CONV_FN_TO_OPS.get(conv_fn)
+        if ops is not None and not (ops & present):
+            return m
+        return original(m, conv_fn, example_inputs, is_cuda)
+
+    qat_utils._fold_conv_bn_qat_helper = helper
+    try:
+        yield
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = original
+
+
+def conv_bn_fold_patched() -> bool:
+    """Whether `fold_only_present_conv_kinds` is in effect (tests check it is undone after convert)."""
+    return qat_utils._fold_conv_bn_qat_helper.__name__ != "_fold_conv_bn_qat_helper"
