@@ -14,9 +14,8 @@ from tests.distributed._launch import run_worker, torchrun
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    full, killed = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("killed")
-    run_worker("train", full, 12, 4)
+def runs(training_run, tmp_path_factory):
+    full, killed = training_run / "full", tmp_path_factory.mktemp("killed")  # full: the uninterrupted run
     crashed = torchrun("tests.distributed._workers", "train", killed, 12, 4, 6)
     assert crashed.returncode != 0, "the killed run did not fail"
     assert not (killed / "final.pt").exists()

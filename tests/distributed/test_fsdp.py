@@ -4,14 +4,10 @@
 import pytest
 import torch
 
-from tests.distributed._launch import run_worker
-
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp")
-    run_worker("fsdp", out)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+def ranks(training_run):
+    return [torch.load(training_run / "fsdp" / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 def test_fsdp_ranks_convert_the_same_model(ranks):

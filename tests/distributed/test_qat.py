@@ -10,16 +10,12 @@ their ranges and converted models depend on the rank.
 import pytest
 import torch
 
-from tests.distributed._launch import run_worker
-
 NAIVE = ("naive_broadcast", "naive_no_broadcast")
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qat")
-    run_worker("qat", out)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+def ranks(training_run):
+    return [torch.load(training_run / "qat" / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 def _differing(a: dict, b: dict) -> list[str]:
