@@ -71,11 +71,19 @@ def _replicated_params(gm: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(n, p) for n, p in gm.named_parameters() if not isinstance(p, DTensor)]
 
 
+_SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits_sum(p: torch.Tensor) -> torch.Tensor:
+    """Sum of the tensor's bit patterns as integers: exact and order-free, so ranks with the
+    same weights agree whatever their thread counts or reduction order."""
+    bits = p.detach().contiguous().view(_SAME_SIZE_INT[p.element_size()])
+    return bits.sum(dtype=torch.int64).reshape(1)
+
+
 def _check_same_weights(params: list[tuple[str, torch.Tensor]]):
     """Qparams merged over ranks only make sense for one model: the ranks' weights must agree."""
-    sums = [torch.stack([p.detach().double().sum(), (p.detach().double().flatten()
-                         * torch.linspace(1, 2, p.numel(), dtype=torch.float64, device=p.device)).sum()])
-            for _, p in params]
+    sums = [_bits_sum(p) for _, p in params]
     reduced = yield "max", tuple(t for s in sums for t in (s, -s))
     differ = [name for (name, _), hi, neg_lo in zip(params, reduced[::2], reduced[1::2], strict=True)
               if not torch.equal(hi, -neg_lo)]
@@ -113,14 +121,19 @@ def _check_same_structure(signature: list, device, group) -> None:
 
 
 def _all_reduce_flat(tensors: list[torch.Tensor], op: str, device, group) -> list[torch.Tensor]:
-    if not tensors:
-        return []
-    flat = torch.cat([t.detach().reshape(-1).to(device, torch.float64) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
-    out, at = [], 0
-    for t in tensors:
-        out.append(flat[at:at + t.numel()].reshape(t.shape).to(t.dtype))
-        at += t.numel()
+    """All-reduce many small tensors as one buffer per kind: float64 for floats, int64 (exact) for integers."""
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    for is_float, dtype in ((True, torch.float64), (False, torch.int64)):
+        picked = [i for i, t in enumerate(tensors) if t.is_floating_point() == is_float]
+        if not picked:
+            continue
+        flat = torch.cat([tensors[i].detach().reshape(-1).to(device, dtype) for i in picked])
+        dist.all_reduce(flat, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
+        at = 0
+        for i in picked:
+            t = tensors[i]
+            out[i] = flat[at:at + t.numel()].reshape(t.shape).to(t.dtype)
+            at += t.numel()
     return out
 
 

@@ -114,7 +114,24 @@ def calibration(out: Path) -> None:
                                              for n, m in exact.named_modules() if hasattr(m, "histogram")}
                 result[observer]["merged"] = {n: m.calculate_qparams()
                                               for n, m in dist_prepared.named_modules() if hasattr(m, "histogram")}
+    result["errors"] = _disagreements(x, rank)
     torch.save(result, out / f"rank{rank}.pt")
+
+
+def _disagreements(x, rank: int) -> dict[str, str | None]:
+    """Ranks with different weights, then with different graphs: a clear error on every rank, no hang."""
+    errors = {}
+    for case in ("weights", "graph"):
+        torch.manual_seed(rank if case == "weights" else 0)
+        model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+        if case == "graph" and rank == 1:
+            model.append(nn.Linear(10, 10))
+        try:
+            q.quantize(model.eval(), (x[:32],), calibration=[(x[:32],)])
+            errors[case] = None
+        except q.DistributedError as e:
+            errors[case] = str(e)
+    return errors
 
 
 def _qat_steps(pm, ddp, split, steps, schedule=None, per_rank=32):

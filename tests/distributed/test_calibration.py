@@ -68,3 +68,10 @@ def test_histogram_matches_the_union_within_its_binning(ranks):
         merged_min, merged_max, hist = r0["hist"][name]
         assert (merged_min, merged_max) == (min_val, max_val)  # the common range is the union's
         assert hist.sum().item() == pytest.approx(count, rel=1e-6)  # no value lost or doubled
+
+
+@pytest.mark.parametrize(("case", "words"), [("weights", "different weights in 0.weight"),
+                                             ("graph", "prepared models differ")])
+def test_ranks_that_disagree_get_a_clear_error_not_a_hang(ranks, case, words):
+    for r in ranks:
+        assert r["errors"][case] is not None and words in r["errors"][case], r["errors"][case]
