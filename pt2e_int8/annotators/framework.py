@@ -19,7 +19,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 from pt2e_int8.compat.torchao import is_annotated, set_annotation
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import Decision, pending_notes, record
-from pt2e_int8.ops import FUSED_ACTIVATIONS, INT8_INPUT_OPS
+from pt2e_int8.ops import FUSED_ACTIVATIONS, INT8_INPUT_OPS, SHARED_QPARAM_OPS, int8_limit
 
 aten = torch.ops.aten
 
@@ -176,14 +176,30 @@ def fused_activation(node: Node) -> Node | None:
 
 
 def feeds_int8(node: Node) -> bool:
-    """Whether `node`'s result reaches an int8-capable consumer or is a model output.
+    """Whether `node`'s result reaches an int8 consumer or a model output.
 
     A result feeding only float ops (a transformer residual into LayerNorm) would be
-    dequantized at once: quantizing it adds a round trip and error, nothing else. A model
-    output ends the int8 path as a final linear's quantized output does.
+    dequantized at once: quantizing it adds a round trip and error, nothing else. Data
+    movement and pooling pass int8 through unchanged, so they are looked through: a residual
+    that is transposed and then normalized still feeds only a float op. A model output ends
+    the int8 path as a final linear's quantized output does.
     """
-    return any(u.op == "output" or (u.op == "call_function" and u.target in INT8_INPUT_OPS)
-               for u in node.users)
+    seen, todo = set(), list(node.users)
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if user.op == "output":
+            return True
+        if user.op != "call_function" or user.target not in INT8_INPUT_OPS:
+            continue
+        if user.target in SHARED_QPARAM_OPS:
+            if int8_limit(user) is None:  # passes int8 on: its consumers decide
+                todo.extend(user.users)
+            continue
+        return True
+    return False
 
 
 def output_is_quantized(node: Node) -> bool:

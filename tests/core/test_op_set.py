@@ -124,3 +124,20 @@ def test_conv_transpose_bn_relu_qat_folds_into_one_int8_deconvolution():
     with torch.no_grad():
         db = q.sqnr(fake_quant, qm(x))
     assert db > 30, f"converted vs fake-quantized model: SQNR {db:.1f} dB"
+
+
+def test_residual_through_data_movement_into_norm_stays_float():
+    """feeds_int8 looks through data movement: add → transpose → LayerNorm has no int8 consumer."""
+
+    class TransposedResidual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.norm = torch.nn.Linear(8, 8), torch.nn.LayerNorm(4)
+
+        def forward(self, x):
+            return self.norm((x + self.fc(x)).transpose(1, 2))
+
+    x = torch.randn(2, 4, 8)
+    qm = q.quantize(TransposedResidual().eval(), (x,), calibration=[(x,)])
+    add = next(n for n in qm.graph.nodes if n.target == torch.ops.aten.add.Tensor)
+    assert "only feeds float ops" in decision_of(add).reason
