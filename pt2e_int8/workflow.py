@@ -2,7 +2,7 @@
 
     quantize:    check inputs → export (dynamic batch) → prepare_pt2e → calibrate → convert
     prepare_qat: check inputs → export (train mode) → prepare_qat_pt2e → trainable GraphModule
-    convert:     eval mode → convert_pt2e (QDQ folded: int8 weight constants)
+    convert:     eval mode → convert_pt2e (QDQ folded: int8 weight constants) → biases on their int32 grid
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
+from pt2e_int8.bias_grid import snap_bias_to_int32_grid
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
@@ -189,7 +190,9 @@ def quantize(
         # need one pass, or every weight gets placeholder qparams.
         calibrate(prepared, [as_input_tuple(example_inputs)], progress=False, sync=sync)
     _mark_unobserved(prepared)
-    return convert_pt2e(prepared)
+    converted = convert_pt2e(prepared)
+    snap_bias_to_int32_grid(converted)
+    return converted
 
 
 def prepare_qat(
@@ -234,5 +237,7 @@ def convert(prepared: GraphModule) -> GraphModule:
     move_to_eval(prepared)
     _mark_unobserved(prepared)
     with fold_only_present_conv_kinds():
-        return convert_pt2e(prepared)
+        converted = convert_pt2e(prepared)
+    snap_bias_to_int32_grid(converted)
+    return converted
 

@@ -89,11 +89,6 @@ def steps(reference: torch.Tensor, approx: torch.Tensor, step: float) -> float:
     return (reference.double() - approx.double()).abs().max().item() / step
 
 
-# Float32 rounding of two dequantized outputs k·s apart: |k| ≤ 255 steps, 2^-24 relative each,
-# so a whole-step difference reads as up to ~3e-5 steps more. Bounds are whole steps + this.
-STEP_EPS = 1e-4
-
-
 def op_counts(path) -> collections.Counter:
     """ONNX node counts keyed by op type (domain-qualified outside the default domain)."""
     model = onnx.load(str(path))

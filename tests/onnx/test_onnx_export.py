@@ -10,7 +10,7 @@ import torch
 
 import pt2e_int8 as q
 from backends.onnx import export_onnx
-from tests.onnx._models import STEP_EPS, op_counts, output_step, steps
+from tests.onnx._models import op_counts, output_step, steps
 
 SINGLE_LAYER = ["linear_relu", "linear_3d", "attention", "digits_mlp"]
 
@@ -33,14 +33,14 @@ def test_single_layer_within_one_step(static_cases, name):
     step = output_step(case.qm)
     for b, x in batches(case).items():
         err = steps(case.qm(x), ort_run(case.path, x), step)
-        assert err <= 1.0 + STEP_EPS, f"{name} batch {b}: ONNX Runtime is {err:.2f} output steps from the reference"
+        assert err <= 1.0 + 1e-6, f"{name} batch {b}: ONNX Runtime is {err:.2f} output steps from the reference"
 
 
 def test_conv_bn_relu_qat_within_one_step(conv_qat):
     step = output_step(conv_qat.qm)
     for b, x in batches(conv_qat).items():
         err = steps(conv_qat.qm(x), ort_run(conv_qat.path, x), step)
-        assert err <= 1.0 + STEP_EPS, f"conv-bn-relu batch {b}: {err:.2f} output steps from the reference"
+        assert err <= 1.0 + 1e-6, f"conv-bn-relu batch {b}: {err:.2f} output steps from the reference"
 
 
 def test_block_within_two_steps_and_35db(block_case):
@@ -48,7 +48,7 @@ def test_block_within_two_steps_and_35db(block_case):
     for b, x in batches(block_case).items():
         ref, got = block_case.qm(x), ort_run(block_case.path, x)
         err, db = steps(ref, got, step), q.sqnr(ref, got)
-        assert err <= 2.0 + STEP_EPS, f"block batch {b}: {err:.2f} output steps from the reference"
+        assert err <= 2.0 + 1e-6, f"block batch {b}: {err:.2f} output steps from the reference"
         assert db >= 35, f"block batch {b}: SQNR {db:.1f} dB against the reference"
 
 
@@ -139,7 +139,7 @@ def test_act_dtype_override_is_exact(onnx_dir, static_cases):
     inits = {i.name: i for i in model.graph.initializer}
     assert qs and all(inits[n.input[2]].data_type == onnx.TensorProto.INT8 for n in qs)
     x = batches(case)[8]
-    assert steps(case.qm(x), ort_run(path, x), output_step(case.qm)) <= 1.0 + STEP_EPS
+    assert steps(case.qm(x), ort_run(path, x), output_step(case.qm)) <= 1.0 + 1e-6
 
 
 def test_bad_style_is_a_config_error(static_cases, onnx_dir):
@@ -164,4 +164,4 @@ def test_dynamic_sequence_axis_is_named(onnx_dir):
         ["batch", "sequence", 32]
     assert set(res.placement.values()) == {"int8"}
     x = torch.randn(2, 9, 32)
-    assert steps(qm(x), ort_run(path, x), output_step(qm)) <= 1.0 + STEP_EPS
+    assert steps(qm(x), ort_run(path, x), output_step(qm)) <= 1.0 + 1e-6

@@ -9,7 +9,7 @@ import torch
 
 import pt2e_int8 as q
 from backends.onnx import export_onnx
-from tests.onnx._models import STEP_EPS, op_counts, output_step, steps
+from tests.onnx._models import op_counts, output_step, steps
 
 
 def run(path, x, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
@@ -36,7 +36,7 @@ def test_qop_block_matches_reference(block_qop, level):
         x = torch.randn(b, 16, 64, generator=torch.Generator().manual_seed(b))
         ref, got = block_qop.qm(x), run(block_qop.path, x, level)
         err, db = steps(ref, got, step), q.sqnr(ref, got)
-        assert err <= 2.0 + STEP_EPS, f"qop batch {b}: {err:.2f} output steps from the reference"
+        assert err <= 2.0 + 1e-6, f"qop batch {b}: {err:.2f} output steps from the reference"
         assert db >= 35, f"qop batch {b}: SQNR {db:.1f} dB"
 
 
@@ -49,7 +49,7 @@ def test_qop_single_layers(static_cases, onnx_dir):
         assert counts["Gemm"] == counts["MatMul"] == 0, f"{name}: {counts}"
         x = torch.randn(8, *case.inputs.shape[1:], generator=torch.Generator().manual_seed(3))
         err = steps(case.qm(x), run(path, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL), output_step(case.qm))
-        assert err <= 1.0 + STEP_EPS, f"{name} qop: {err:.2f} output steps from the reference"
+        assert err <= 1.0 + 1e-6, f"{name} qop: {err:.2f} output steps from the reference"
 
 
 def test_qop_relu_absorbed_only_when_zero_point_is_min(static_cases, onnx_dir):

@@ -7,8 +7,10 @@ Why: the quantizer leaves the bias float (`QuantConfig.quantize_bias=False`), th
 ExecuTorch's XNNPACK partitioner takes, and XNNPACK quantizes it itself. ONNX Runtime's
 QDQ fusion wants the int32 bias with scale sx·sw behind a DequantizeLinear (QGemm and
 QLinearConv consume exactly that), and so do the explicit-operator passes. Every int8 GEMM
-computes with this bias; rounding moves an output by at most sx·sw / 2, a small fraction of
-one output step.
+computes with this bias. `pt2e_int8.quantize` / `convert` already put the float bias on this
+grid (pt2e_int8/bias_grid.py), so the int32 bias holds the same values and nothing moves; for
+a graph converted elsewhere, rounding moves a value before the output's quantize by at most
+sx·sw / 2, a small fraction of one output step.
 
 Fires on a layer whose activation is dequantized with a constant scale (static int8) and
 whose weight is a dequantized constant, with a float constant bias. Leaves alone dynamic
