@@ -38,6 +38,13 @@ class Rejections:
     def __init__(self) -> None:
         self._collector = _Collector()
 
+    def by_name(self) -> dict[str, str]:
+        """Edge node name -> first reason given for it (names of nodes left out survive lowering)."""
+        out: dict[str, str] = {}
+        for node, reason in self._collector.pairs:
+            out.setdefault(node.name, reason)
+        return out
+
     def by_source(self, graph_id: int) -> dict[str, str]:
         """Exported-graph node name -> first reason given for a node derived from it."""
         out: dict[str, str] = {}

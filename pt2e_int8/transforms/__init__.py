@@ -16,9 +16,12 @@ from torch.fx import GraphModule
 from torch.fx.passes.infra.pass_base import PassBase
 
 from pt2e_int8.errors import Pt2eInt8Error
+from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
 
-# The registration: explicit and ordered. Empty today; each transform appends itself here.
-PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = ()
+# The registration: explicit and ordered.
+PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = (
+    DecomposeRecurrentPass,  # LSTM / GRU / RNN → linears + gates: their projections become int8 layers
+)
 
 
 class TransformError(Pt2eInt8Error):

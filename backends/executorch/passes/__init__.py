@@ -12,11 +12,15 @@ from backends.executorch.passes.fold_weight_only_dequant import FoldWeightOnlyDe
 from backends.executorch.passes.manager import PassManager
 from backends.executorch.passes.matmul_to_bmm import ReplaceMatmulWithBmmPass
 from backends.executorch.passes.split_to_slices import ReplaceSplitWithSlicesPass
+from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
 
 
 def xnnpack_passes() -> list:
     """What a converted graph needs so each int8 layer becomes one XNNPACK kernel."""
     return [
+        # A float model's LSTM / GRU / RNN (a quantized one was decomposed before annotation):
+        # to_edge's own GRU decomposition fixes the batch, and the linears delegate either way.
+        DecomposeRecurrentPass(),
         FoldBiasDequantPass(),
         FoldWeightOnlyDequantPass(),
         ExpandPerTensorWeightPass(),
@@ -29,7 +33,7 @@ def xnnpack_passes() -> list:
 
 def portable_passes() -> list:
     """No delegate: every q/dq becomes aten arithmetic, which the portable runtime has."""
-    return [FoldBiasDequantPass(), ReplaceSplitWithSlicesPass(), DecomposeQuantOpsPass()]
+    return [DecomposeRecurrentPass(), FoldBiasDequantPass(), ReplaceSplitWithSlicesPass(), DecomposeQuantOpsPass()]
 
 
 __all__ = [
