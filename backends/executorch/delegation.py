@@ -9,6 +9,7 @@ for each is the partitioner's own (`WhyNoPartition`, collected by `rejections.py
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -68,12 +69,12 @@ def _op_name(node: torch.fx.Node) -> str:
     return str(getattr(target, "_name", None) or getattr(target, "__name__", target)).replace("::", ".")
 
 
-def partitioning(edge_program, reasons: dict[str, str]) -> Partitioning:
+def partitioning(edge_program, reason_for: Callable[[torch.fx.Node], str | None]) -> Partitioning:
     """Delegate calls and outside ops of a lowered program.
 
     Args:
         edge_program: the ExportedProgram after `to_edge_transform_and_lower`.
-        reasons: edge node name -> the partitioner's reason for leaving it out.
+        reason_for: the partitioner's reason for leaving a node out (`Rejections.reason_for`).
     """
     calls, outside = 0, []
     for node in edge_program.graph_module.graph.nodes:
@@ -82,5 +83,5 @@ def partitioning(edge_program, reasons: dict[str, str]) -> Partitioning:
         if _is_delegate_call(node):
             calls += 1
         elif node.target is not operator.getitem and _makes_tensor(node):
-            outside.append(OutsideOp(node.name, _op_name(node), reasons.get(node.name, NO_CONFIG)))
+            outside.append(OutsideOp(node.name, _op_name(node), reason_for(node) or NO_CONFIG))
     return Partitioning(calls, tuple(outside))

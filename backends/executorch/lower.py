@@ -140,24 +140,23 @@ def _lower_runnable(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_sh
                     fired: list[str]):
     """Lower; q/dq the partitioner left outside become aten arithmetic (the pip runtime has no
     quantized_decomposed kernels, so the program would fail to load). Returns the edge program,
-    the graph it came from, reasons by exported-graph node and by edge node."""
+    the graph it came from, reasons by exported-graph node, and how the program is split."""
     edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch)
-    by_source, by_name = rejections.by_source(id(gm.graph)), rejections.by_name()
+    by_source = rejections.by_source(id(gm.graph))
     left = leftover_qdq(edge.exported_program(), id(gm.graph))
     if left:
         fix = PassManager([DecomposeQuantOpsPass(only=left)])
         gm = fix.run(gm).graph_module
         fired += fix.fired
-        edge, more = _lower(gm, args, delegate, dynamic_shapes, max_batch)
-        by_source = {**more.by_source(id(gm.graph)), **by_source}
-        by_name = {**more.by_name(), **by_name}
+        edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch)
+        by_source = {**rejections.by_source(id(gm.graph)), **by_source}
         still = leftover_qdq(edge.exported_program(), id(gm.graph))
         if still:
             raise LoweringError(
                 "quantize/dequantize nodes remain outside the delegate after decomposition: "
                 f"{sorted(still.values())}; the ExecuTorch runtime has no kernel for them."
             )
-    return edge, gm, by_source, by_name
+    return edge, gm, by_source, partitioning(edge.exported_program(), rejections.reason_for)
 
 
 def _static_batch(args: tuple) -> int | None:
@@ -195,20 +194,19 @@ def lower_program(
     fired = list(manager.fired)
     first = "batch" if dynamic_shapes == "auto" else dynamic_shapes
     trial = copy.deepcopy(gm) if dynamic_shapes == "auto" and delegate == "xnnpack" else gm
-    edge, lowered_gm, by_source, by_name = _lower_runnable(trial, args, delegate, first, max_batch, fired)
-    split = partitioning(edge.exported_program(), by_name)
+    edge, lowered_gm, by_source, split = _lower_runnable(trial, args, delegate, first, max_batch, fired)
     shapes, notes = _describe_shapes(edge.exported_program(), max_batch), []
     if dynamic_shapes == "auto" and delegate == "xnnpack" and not split.clean:
         fired_static: list[str] = []
         static = _lower_runnable(gm, args, delegate, None, max_batch, fired_static)
-        static_split = partitioning(static[0].exported_program(), static[3])
+        static_split = static[3]
         if static_split.cost() < split.cost():
             note = (f"a dynamic batch gave {split.describe()}; static shapes give {static_split.describe()}, "
                     f"so the program takes exactly batch {_static_batch(args)} (pass dynamic_shapes='batch' "
                     "to keep a dynamic batch at that cost)")
             warnings.warn(f"export_pte: {note}.", stacklevel=2)
             notes.append(note)
-            edge, lowered_gm, by_source, by_name = static
+            edge, lowered_gm, by_source, _ = static
             split, fired = static_split, fired + [f for f in fired_static if f not in fired]
             shapes = _describe_shapes(edge.exported_program(), max_batch)
     return Lowered(edge, lowered_gm, rows, by_source, fired, shapes=shapes, partitioning=split, notes=notes)

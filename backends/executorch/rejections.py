@@ -38,12 +38,17 @@ class Rejections:
     def __init__(self) -> None:
         self._collector = _Collector()
 
-    def by_name(self) -> dict[str, str]:
-        """Edge node name -> first reason given for it (names of nodes left out survive lowering)."""
-        out: dict[str, str] = {}
-        for node, reason in self._collector.pairs:
-            out.setdefault(node.name, reason)
-        return out
+    def reason_for(self, node: Node) -> str | None:
+        """The partitioner's reason for leaving out `node` of the lowered program, or None.
+
+        The partitioner judged the node before `to_edge` decomposed it (it saw `max_pool2d`; the
+        program runs `max_pool2d_with_indices`), so the match follows provenance into the graph
+        it judged, not names alone.
+        """
+        for judged, reason in self._collector.pairs:
+            if judged.name == node.name or judged.name in source_names(node, id(judged.graph)):
+                return reason
+        return None
 
     def by_source(self, graph_id: int) -> dict[str, str]:
         """Exported-graph node name -> first reason given for a node derived from it."""
