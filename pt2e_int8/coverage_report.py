@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_int8.decision import decision_of, pending_notes
+from pt2e_int8.decision import decision_of, param_name, pending_notes
 from pt2e_int8.ops import PARAMETRIC_MODULES, layer_op, layer_operands
 from pt2e_int8.qdq import PER_CHANNEL_OPS, is_dequantize, is_dynamic_dequantize
 from pt2e_int8.quantizer import module_stack
@@ -37,9 +37,9 @@ def _attention_reason(node: Node) -> str:
     if _is_hugging_face(node):
         return ("scaled_dot_product_attention is not quantized: load the model with "
                 "attn_implementation='eager' so attention is matmul + softmax, which static int8 quantizes")
-    return ("the attention core (softmax(q·kᵀ)·v, one scaled_dot_product_attention op) runs in float; its "
-            "input and output projections are separate linear rows. To quantize the two matmuls, write "
-            "attention as matmul + softmax (need_weights=True in nn.MultiheadAttention) under a static config")
+    return ("the attention core (softmax(q·kᵀ)·v, one scaled_dot_product_attention op) stays float by design: "
+            "XNNPACK has no int8 batch-matmul and ONNX Runtime no faster int8 kernel for it, so int8 would only "
+            "add quantize steps. The attention's input and output projections are their own rows")
 
 
 def _recurrent_reason(node: Node) -> str:
@@ -153,6 +153,19 @@ def _merge(rows: list[LayerRow]) -> LayerRow:
     return dataclasses.replace(first, node=rows[0].node, nodes=tuple(r.node for r in rows))
 
 
+def _row_base(node: Node, path: str) -> str:
+    """A row's name before de-duplication: the module path, or the weight's own name when the
+    weight belongs below that module (MultiheadAttention's in_proj / out_proj, an LSTM's
+    weight_ih_l0), so rows of one module still say which layer they are."""
+    name = param_name(node)
+    if name is None:
+        weight = layer_operands(node).weight
+        if weight is not None and weight.op == "get_attr" and not str(weight.target).startswith("_"):
+            name = str(weight.target)  # a float graph keeps the parameter names
+    owner = name.removesuffix(".weight").removesuffix("_weight") if name else None
+    return owner if owner and owner.startswith(path + ".") else path
+
+
 def _group_steps(nodes: list[Node], paths: list[str]) -> list[tuple[list[Node], str]]:
     """Nodes grouped into rows: the per-step linears a transform unrolled from one weight (same
     module, same notes) are one layer; every other node is a row of its own."""
@@ -186,14 +199,14 @@ def coverage(gm: GraphModule) -> CoverageReport:
     """
     nodes = [n for n in gm.graph.nodes if layer_op(n) is not None]
     paths = [module_stack(n)[-1][0] if module_stack(n) else "" for n in nodes]
-    groups = _group_steps(nodes, paths)
-    group_paths = [path for _, path in groups]
+    groups = [(members, _row_base(members[0], path)) for members, path in _group_steps(nodes, paths)]
+    bases = [base for _, base in groups]
     rows = []
-    for members, path in groups:
+    for members, base in groups:
         node = members[0]
-        name = path or node.name
-        if group_paths.count(path) > 1 or not path:
-            name = f"{path}[{node.name}]" if path else node.name
+        name = base or node.name
+        if bases.count(base) > 1 or not base:
+            name = f"{base}[{node.name}]" if base else node.name
         rows.append(_merge([_layer_row(n, name) for n in members]))
     for path, family in _unaccounted_modules(gm, nodes):
         rows.append(LayerRow(name=path, op=family, node="", quantized=False, scheme=None,

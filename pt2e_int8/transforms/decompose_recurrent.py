@@ -31,6 +31,7 @@ import torch
 from torch._guards import detect_fake_mode
 from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.traceback import NodeSource, NodeSourceAction
 
 from pt2e_int8.decision import add_note
 
@@ -85,12 +86,15 @@ class _Builder:
         vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
         self.fake_mode = detect_fake_mode([v for v in vals if isinstance(v, torch.Tensor)])
         self.meta = {k: anchor.meta[k] for k in _INHERITED_META if k in anchor.meta}
+        # Provenance back to the recurrent op: placement ties delegate nodes to coverage rows by it.
+        self.source = NodeSource(anchor, "DecomposeRecurrentPass", NodeSourceAction.CREATE)
         self.created: list[Node] = []
 
     def op(self, target, *args) -> Node:
         with self.graph.inserting_before(self.anchor):
             node = self.graph.call_function(target, args)
         node.meta.update(self.meta)
+        node.meta["from_node"] = [self.source]
         self.created.append(node)
         fake_args = torch.fx.node.map_arg(args, lambda n: n.meta["val"])
         if self.fake_mode is not None:
