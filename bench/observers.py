@@ -63,12 +63,11 @@ def _minilm_task():
 
 
 def _digits_task(kind: str):
-    from bench.models import DigitsCNNNet
-    from pt2e_int8.app.digits import DigitsMLP, load_digits_split, train
+    from pt2e_int8.app.digits import DigitsCNN, DigitsMLP, load_digits_split, train
 
     torch.manual_seed(0)
     split = load_digits_split()
-    net = DigitsMLP() if kind == "mlp" else DigitsCNNNet()
+    net = DigitsMLP() if kind == "mlp" else DigitsCNN()
     model = train(net, split, epochs=30 if kind == "mlp" else 15, lr=3e-3).eval()
     calibration = [(b,) for b in split.x_train[:512].split(64)]
     return model, calibration, [(b,) for b in split.x_test.split(128)], "accuracy", split.y_test
