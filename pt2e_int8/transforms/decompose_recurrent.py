@@ -1,7 +1,7 @@
 """Decompose LSTM / GRU / RNN ops into their projections (linear) and elementwise gates.
 
     lstm(x, [h0, c0], params)  ⇒  xp = linear(x, W_ih, b_ih)                  (every time step at once)
-                                  for t in 0..T-1:  g = xp[t] + linear(h, W_hh, b_hh)
+                                  for t in 0..T-1:  g = xp[t:t+1] + linear(h, W_hh, b_hh)
                                       i, f, c̃, o = slices of g
                                       c = σ(f)·c + σ(i)·tanh(c̃);  h = σ(o)·tanh(c)   (· linear(h, W_hr))
     gru(x, h0, params)         ⇒  xp = linear(x, W_ih, b_ih); per step hp = linear(h, W_hh, b_hh),
@@ -17,6 +17,8 @@ float graph computes what `aten.lstm` computes. A second reason: `to_edge`'s own
 decomposition goes through `chunk` and fixes the batch to the traced bound, so a GRU
 `.pte` rejected every other batch; slices keep the batch symbolic.
 
+Every step keeps a time dimension of 1 (slices, not `select`, and `cat` to stack the steps):
+XNNPACK has no select, and 49 selects split an LSTM .pte into one delegate call per step.
 The time loop is unrolled, so the sequence length must be static (the batch may be
 dynamic). Packed sequences (`aten.lstm.data`) and a symbolic sequence length are left alone.
 """
@@ -36,6 +38,13 @@ from torch.fx.traceback import NodeSource, NodeSourceAction
 from pt2e_int8.decision import add_note
 
 aten = torch.ops.aten
+
+# node.meta["custom"] key marking the nodes a backend needs to rebuild the fused op: each
+# projection linear ({"layer", "direction", "kind": "ih" | "hh" | "hr"}), each initial-state slice
+# ({"init": i}) and each result ({"result": k, "spec": {...}}). Custom metadata survives
+# prepare / convert and torch.export.save / load. ONNX Runtime's fused LSTM beats per-step int8
+# linears (bench/recurrent.md), so the ONNX backend rebuilds it (backends/onnx/recompose_recurrent.py).
+RECURRENT_TAG = "pt2e_int8_recurrent"
 
 # Metadata the new nodes inherit from the recurrent op: module path (overrides and coverage
 # names resolve through it) and the user's source line.
@@ -104,10 +113,15 @@ class _Builder:
             node.meta["val"] = target(*fake_args)
         return node
 
-    def linear(self, x: Node, weight: Node, bias: Node | None, note: str) -> Node:
+    def linear(self, x: Node, weight: Node, bias: Node | None, note: str, **role) -> Node:
         node = self.op(aten.linear.default, x, weight, bias)
         add_note(node, note)
+        self.tag(node, **role)
         return node
+
+    def tag(self, node: Node, **info) -> None:
+        """Mark a node's part in the recurrent op (`RECURRENT_TAG`), for backends that fuse it back."""
+        node.meta.setdefault("custom", {})[RECURRENT_TAG] = {"id": self.anchor.name, **info}
 
     def drop_unused(self) -> None:
         """Erase what was built but is not read (the final states when the model ignores them)."""
@@ -132,14 +146,14 @@ def _mul(b: _Builder, x: Node, y: Node | None) -> Node | None:
 
 
 def _lstm_step(b: _Builder, xt: Node, hp: Node | None, state: list[Node | None], hidden: int,
-               w_hr: Node | None, note: str) -> list[Node]:
+               w_hr: Node | None, note: str, role: dict) -> list[Node]:
     i, f, g, o = b.gates(_add(b, hp, xt), hidden, 4)
     i, f, o = (b.op(aten.sigmoid.default, t) for t in (i, f, o))
     g = b.op(aten.tanh.default, g)
     c = _add(b, _mul(b, f, state[1]), b.op(aten.mul.Tensor, i, g))
     h = b.op(aten.mul.Tensor, o, b.op(aten.tanh.default, c))
     if w_hr is not None:
-        h = b.linear(h, w_hr, None, note.replace("hidden projection", "output projection"))
+        h = b.linear(h, w_hr, None, note.replace("hidden projection", "output projection"), kind="hr", **role)
     return [h, c]
 
 
@@ -178,17 +192,18 @@ def _one_direction(b: _Builder, cell: Cell, node: Node, x: Node, init: list[Node
     w_hr = params[4 if has_biases else 2] if len(params) > (4 if has_biases else 2) else None
     hidden = w_hh.meta["val"].shape[0] // cell.gates  # gate width; h is narrower with proj_size
     where = f"from {cell.name} {_module_path(node)}, layer {layer}" + (" reverse" if direction else "")
-    xp = b.linear(x, w_ih, b_ih, f"{where}: input projection, all {steps} steps in one linear")
+    role = {"layer": layer, "direction": direction}
+    xp = b.linear(x, w_ih, b_ih, f"{where}: input projection, all {steps} steps in one linear", kind="ih", **role)
     hidden_note = f"{where}: hidden projection, one linear per step ({steps} steps)"
     # A state that is still None is exactly zero: its hidden projection is just the bias,
     # so no linear (and no int8 grid spent on an all-zero input) at that step.
     state, outputs = list(init), []
     order = range(steps - 1, -1, -1) if direction else range(steps)
     for t in order:
-        xt = b.op(aten.select.int, xp, time_dim, t)
-        hp = b.linear(state[0], w_hh, b_hh, hidden_note) if state[0] is not None else b_hh
+        xt = b.op(aten.slice.Tensor, xp, time_dim, t, t + 1)  # keeps the time dim: XNNPACK has no select
+        hp = b.linear(state[0], w_hh, b_hh, hidden_note, kind="hh", **role) if state[0] is not None else b_hh
         if cell.name == "LSTM":
-            state = _lstm_step(b, xt, hp, state, hidden, w_hr, hidden_note)
+            state = _lstm_step(b, xt, hp, state, hidden, w_hr, hidden_note, role)
         elif cell.name == "GRU":
             state = [_gru_step(b, xt, hp, state[0], hidden)]
         else:
@@ -197,6 +212,18 @@ def _one_direction(b: _Builder, cell: Cell, node: Node, x: Node, init: list[Node
     if direction:
         outputs.reverse()
     return outputs, state
+
+
+def _init_slice(b: _Builder, hx: Node, k: int, index: int) -> Node:
+    node = b.op(aten.slice.Tensor, hx, 0, k, k + 1)
+    if k == 0:
+        b.tag(node, init=index)  # how the ONNX backend finds hx again
+    return node
+
+
+def _to_step_layout(b: _Builder, state: Node, batch_first: bool) -> Node:
+    """[1, B, H] (how hx stacks states) ⇄ [B, 1, H] (a batch-first step); its own inverse."""
+    return b.op(aten.permute.default, state, [1, 0, 2]) if batch_first else state
 
 
 def _module_path(node: Node) -> str:
@@ -217,18 +244,22 @@ def _decompose(gm: GraphModule, node: Node, cell: Cell) -> None:
     for layer in range(layers):
         per_dir = []
         for d in range(directions):
-            init = [None if _is_zeros(s) else b.op(aten.select.int, s, 0, layer * directions + d)
-                    for s in inits]
+            k = layer * directions + d
+            init = [None if _is_zeros(s) else _to_step_layout(b, _init_slice(b, s, k, i), batch_first)
+                    for i, s in enumerate(inits)]
             outputs, state = _one_direction(b, cell, node, layer_in, init, layer, d, directions, time_dim, steps)
-            per_dir.append(b.op(aten.cat.default, [b.op(aten.unsqueeze.default, o, time_dim) for o in outputs],
-                                time_dim))
-            for k, s in enumerate(state):
-                finals[k].append(s)
+            per_dir.append(b.op(aten.cat.default, outputs, time_dim))
+            for i, s in enumerate(state):
+                finals[i].append(_to_step_layout(b, s, batch_first))  # [1, B, H], as h_n / c_n stack them
         layer_in = per_dir[0] if directions == 1 else b.op(aten.cat.default, per_dir, -1)
         if dropout and train and layer < layers - 1:
             layer_in = b.op(aten.dropout.default, layer_in, dropout, True)
-    stacked = [b.op(aten.cat.default, [b.op(aten.unsqueeze.default, s, 0) for s in f], 0) for f in finals]
+    stacked = [b.op(aten.cat.default, f, 0) for f in finals]
     results = [layer_in, *stacked]
+    spec = {"op": node.target.__name__.split(".")[0], "has_biases": node.args[3], "num_layers": layers,
+            "bidirectional": directions == 2, "batch_first": batch_first, "states": cell.states}
+    for k, result in enumerate(results):
+        b.tag(result, result=k, spec=spec)
     for user in list(node.users):
         if user.op == "call_function" and user.target is operator.getitem:
             user.replace_all_uses_with(results[user.args[1]])
