@@ -61,7 +61,9 @@ def _expected_layers(model) -> list[str]:
 
 
 def _listed(path: str, names: list[str]) -> bool:
-    return any(n == path or n.startswith(path + "[") for n in names)
+    """A module is listed by a row named after it, one of its calls (`fc[linear_1]`) or one of its
+    weights (`attn.in_proj`, `rnn.weight_ih_l0`)."""
+    return any(n == path or n.startswith((path + "[", path + ".")) for n in names)
 
 
 def cmd_build(name: str, workdir: Path, quick: bool) -> None:

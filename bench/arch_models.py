@@ -130,8 +130,8 @@ MODELS: dict[str, ArchModel] = {m.name: m for m in (
     ArchModel("squeezenet1_1", CNN, _tv("squeezenet1_1"), IMAGE),
     ArchModel("resnet18", CNN, _tv("resnet18"), IMAGE),
     ArchModel("vit_ti6", TRANSFORMER, _small_vit, IMAGE),
-    ArchModel("lstm", RECURRENT, lambda: SeqClassifier("LSTM"), (1, 49, 40), quick=True),
-    ArchModel("gru", RECURRENT, lambda: SeqClassifier("GRU"), (1, 49, 40), quick=True),
+    ArchModel("lstm", RECURRENT, lambda: SeqClassifier("LSTM"), (1, 49, 40)),
+    ArchModel("gru", RECURRENT, lambda: SeqClassifier("GRU"), (1, 49, 40)),
     ArchModel("conv1d", CONV1D, AudioConv1d, (1, 40, 98), quick=True),
     ArchModel("unet", UNET, UNet, (1, 3, 128, 128), quick=True),
 )}
