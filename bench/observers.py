@@ -5,8 +5,8 @@
 Static int8 (the default config, only the observer changed) on CNNs and transformers; the converted
 graph is evaluated in PyTorch (the numerics every backend reproduces), so no lowering is needed.
   CNNs          torchvision mobilenet_v3_small, efficientnet_b0, regnet_x_400mf (grouped convs),
-                shufflenet_v2_x1_0 and resnet18; random init, BN re-estimated; calibrated on 32 random
-                images, judged by SQNR (dB) of the logits against float on 16 held-out random images
+                shufflenet_v2_x1_0 and resnet18; random init, BN re-estimated; calibrated on 16 random
+                images, judged by SQNR (dB) of the logits against float on 8 held-out random images
   MiniLM        all-MiniLM-L6-v2 (real weights), seq 128: mean cosine of the sentence embeddings to
                 float on 16 held-out sentences (calibrated on 16 others)
   digits        the demo's MLP and a conv net trained on scikit-learn's digits: held-out accuracy
@@ -43,8 +43,8 @@ def _cnn_task(name: str):
     torch.manual_seed(0)
     model = reestimate_batch_norm(getattr(import_torchvision().models, name)(), (1, 3, 224, 224))
     gen = torch.Generator().manual_seed(1)
-    calibration = [(torch.randn(4, 3, 224, 224, generator=gen),) for _ in range(8)]
-    held_out = [(torch.randn(4, 3, 224, 224, generator=gen),) for _ in range(4)]
+    calibration = [(torch.randn(4, 3, 224, 224, generator=gen),) for _ in range(4)]
+    held_out = [(torch.randn(4, 3, 224, 224, generator=gen),) for _ in range(2)]
     return model, calibration, held_out, "sqnr_db", None
 
 
