@@ -89,7 +89,8 @@ def _unrolled(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A copy without the recurrent tags, so the ONNX backend keeps the per-step int8 linears."""
     gm = copy.deepcopy(gm)
     for node in gm.graph.nodes:
-        (node.meta.get("custom") or {}).pop(RECURRENT_TAG, None)
+        if RECURRENT_TAG in (node.meta.get("custom") or {}):  # a new dict: deepcopy shares node.meta values
+            node.meta["custom"] = {k: v for k, v in node.meta["custom"].items() if k != RECURRENT_TAG}
     return gm
 
 

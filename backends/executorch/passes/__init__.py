@@ -11,6 +11,7 @@ from backends.executorch.passes.fold_bias_dequant import FoldBiasDequantPass
 from backends.executorch.passes.fold_weight_only_dequant import FoldWeightOnlyDequantPass
 from backends.executorch.passes.manager import PassManager
 from backends.executorch.passes.matmul_to_bmm import ReplaceMatmulWithBmmPass
+from backends.executorch.passes.select_to_slice import ReplaceSelectWithSlicePass
 from backends.executorch.passes.split_to_slices import ReplaceSplitWithSlicesPass
 from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
 
@@ -26,6 +27,7 @@ def xnnpack_passes() -> list:
         ExpandPerTensorWeightPass(),
         ReplaceClampWithHardtanhPass(),
         ReplaceSplitWithSlicesPass(),
+        ReplaceSelectWithSlicePass(),
         DecomposeLayerNormPass(),
         ReplaceMatmulWithBmmPass(),
     ]
@@ -45,6 +47,7 @@ __all__ = [
     "PassManager",
     "ReplaceClampWithHardtanhPass",
     "ReplaceMatmulWithBmmPass",
+    "ReplaceSelectWithSlicePass",
     "ReplaceSplitWithSlicesPass",
     "portable_passes",
     "xnnpack_passes",
