@@ -93,7 +93,8 @@ def _regions(gm: GraphModule) -> dict[str, _Region]:
 
 
 def _params(gm: GraphModule, region: _Region) -> list[torch.Tensor] | None:
-    """[W_ih, W_hh, (b_ih, b_hh), (W_hr)] per layer and direction, dequantized; None if one is missing."""
+    """[W_ih, W_hh, (b_ih, b_hh)] per layer and direction, dequantized; None if one is missing or the
+    op cannot be one ONNX node (an LSTM with proj_size)."""
     spec, out = region.spec, []
     for layer in range(spec["num_layers"]):
         for direction in range(2 if spec["bidirectional"] else 1):
@@ -104,9 +105,8 @@ def _params(gm: GraphModule, region: _Region) -> list[torch.Tensor] | None:
             group = [_constant(gm, w_ih), _constant(gm, w_hh)]
             if spec["has_biases"]:
                 group += [_constant(gm, b_ih), _constant(gm, b_hh)]
-            hr = region.linears.get((layer, direction, "hr"))
-            if hr is not None:
-                group.append(_constant(gm, layer_operands(hr).weight))
+            if (layer, direction, "hr") in region.linears:  # ONNX's LSTM has no output projection
+                return None
             if any(t is None for t in group):
                 return None
             out += [t.float().contiguous() for t in group]
@@ -146,7 +146,8 @@ def _recompose(gm: GraphModule, key: str, region: _Region, params: list[torch.Te
 class RecomposeRecurrentPass(PassBase):
     """Fires on the nodes DecomposeRecurrentPass tagged, when every projection's weight can be read
     (from an int8 constant behind a dequantize, or a float parameter). Leaves alone graphs without
-    tags and a one-step sequence from a zero state (it has no hidden linear to read W_hh from).
+    tags, a one-step sequence from a zero state (it has no hidden linear to read W_hh from) and an
+    LSTM with proj_size (ONNX's LSTM has no projection): those stay per-step linears.
     `recomposed` maps each rebuilt op's id to its ONNX op name, for placement.
     """
 
