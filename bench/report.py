@@ -196,6 +196,14 @@ def _isa_note(device: dict) -> str:
     return "No int8 dot-product instructions seen on this CPU."
 
 
+# The other benchmarks: each is one command that writes its own result file.
+SEE_ALSO = ("Also in bench/, each with its command, device and targets: [arch.md](arch.md) (torchvision CNNs, a ViT, "
+            "LSTM/GRU, Conv1d and a ConvTranspose U-Net: our int8 .pte vs our float .pte vs the stock ExecuTorch "
+            "flow, `bench/arch.py`), [recurrent.md](recurrent.md) (LSTM/GRU unrolled into int8 linears vs the fused "
+            "op, .pte and ONNX, `bench/recurrent.py`), [observers.md](observers.md) (the default activation "
+            "observer, `bench/observers.py`).")
+
+
 def render(doc: dict) -> str:
     lines = ["# Benchmark results", "",
              f"Command: `{doc['command']}`  ", f"Run: {doc['started_utc']} → {doc['finished_utc']} (UTC)  ",
@@ -203,7 +211,7 @@ def render(doc: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in doc["device"]["runtimes"].items() if v) + "  ",
              f"Threads: {doc['threads']} in every runtime; {doc['iters']} timed runs after {doc['warmup']} warm-up, "
              "interleaved." + (" **--quick run: reduced models, not for quoting.**" if doc["quick"] else "") + "  ",
-             _isa_note(doc["device"]), ""]
+             _isa_note(doc["device"]), "", SEE_ALSO, ""]
     lines += ["## Targets", "", markdown_table(("target", "status", "detail"),
                                                [(t["target"], f"**{t['status']}**", t["detail"]) for t in doc["targets"]])]
     for model, settings in doc["models"].items():

@@ -70,3 +70,19 @@ def add_note(node: Node, note: str) -> None:
 
 def pending_notes(node: Node) -> tuple[str, ...]:
     return tuple((node.meta.get("custom") or {}).get(f"{META_KEY}_notes") or ())
+
+
+def record_param_names(gm) -> None:
+    """Remember each layer's weight parameter name (`encoder.0.self_attn.in_proj_weight`) before
+    annotation: convert folds weights into anonymous constants, and coverage names rows by it."""
+    from pt2e_int8.ops import layer_operands
+
+    for node in gm.graph.nodes:
+        weight = layer_operands(node).weight if node.op == "call_function" else None
+        if weight is not None and weight.op == "get_attr":
+            node.meta.setdefault("custom", {})[f"{META_KEY}_param"] = str(weight.target)
+
+
+def param_name(node: Node) -> str | None:
+    """The weight parameter name recorded by `record_param_names`, if any."""
+    return (node.meta.get("custom") or {}).get(f"{META_KEY}_param")

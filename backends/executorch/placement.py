@@ -135,6 +135,9 @@ def place(
     detail: dict[str, str] = {}
     for row in rows:
         kernel = kernels.get(row.node)
+        steps = [kernels.get(n) for n in row.nodes[1:]]  # the other time steps of an unrolled weight
+        if kernel is not None and kernel.int8 and not all(k is not None and k.int8 for k in steps):
+            kernel = next(k for k in steps if k is None or not k.int8) or Kernel("not delegated", int8=False)
         if kernel is not None:
             placement[row.name] = "int8" if kernel.int8 else "float"
             note = kernel.name

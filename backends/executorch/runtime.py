@@ -119,9 +119,11 @@ class PteProgram:
             outputs = self._method([t.contiguous() for t in inputs])
         except RuntimeError as e:
             shapes = ", ".join(f"{list(t.shape)}:{t.dtype}" for t in inputs)
+            want = ", ".join(f"{list(spec.shape)}:{spec.dtype}" for spec in self.input_specs())
             raise ExampleInputsError(
-                f"{self.path.name} rejected inputs ({shapes}): {e}. Inputs must have the exported "
-                "dtypes and shapes (only the batch dimension may differ)."
+                f"{self.path.name} rejected inputs ({shapes}): {e}. It takes ({want}); the batch dimension "
+                "may be smaller only in a program exported with a dynamic batch (export_pte's result and "
+                "report.json say which: 'shapes')."
             ) from e
         return [o.clone() if isinstance(o, torch.Tensor) else o for o in outputs]
 

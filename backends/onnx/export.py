@@ -38,6 +38,7 @@ from torch.fx import GraphModule
 
 from backends.onnx.passes import qdq_passes, qop_passes, run_passes
 from backends.onnx.placement import place_layers
+from backends.onnx.recompose_recurrent import FUSED_DETAIL, recompose_recurrent
 from backends.onnx.translations import TRANSLATIONS
 from backends.result import ExportResult
 from pt2e_int8.atomic import atomic_path
@@ -162,7 +163,8 @@ def export_onnx(
     act = _dtype(act_dtype if act_dtype is not None else default_act_dtype(weight_dtype), "act_dtype")
     args = as_input_tuple(example_inputs)
 
-    ir_model, layer_names = to_onnx_ir(model, args, opset=opset, dynamic_shapes=dynamic_shapes)
+    fused_model, fused = recompose_recurrent(model)
+    ir_model, layer_names = to_onnx_ir(fused_model, args, opset=opset, dynamic_shapes=dynamic_shapes)
     passes = qdq_passes(act_dtype=act, weight_dtype=weight_dtype, layer_names=layer_names)
     if style == "qop":
         passes += qop_passes()
@@ -177,5 +179,10 @@ def export_onnx(
         tmp.write_bytes(proto.SerializeToString())
 
     gm = model if isinstance(model, GraphModule) else export_model(model, args, dynamic_shapes).module()
-    placement, detail = place_layers(Path(path), coverage(gm).layers)
+    rows = coverage(gm).layers
+    placement, detail = place_layers(Path(path), rows)
+    for row in rows:
+        op = fused.get(row.node)
+        if op is not None:
+            placement[row.name], detail[row.name] = "float", FUSED_DETAIL.format(op=op)
     return ExportResult(path=Path(path), format="onnx", placement=placement, detail=detail)

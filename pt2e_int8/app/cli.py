@@ -47,6 +47,11 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--example-inputs", metavar="FILE", help=".pt/.npz example inputs (batch first)")
     p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],
                    help="module paths (as in model.named_modules()) to leave in float")
+    p.add_argument("--shapes", choices=("auto", "batch", "static"), default="auto",
+                   help="batch dimension of the artifacts: auto (default: dynamic unless it costs the .pte "
+                        "XNNPACK coverage or delegate calls), batch (always dynamic), static (the example's)")
+    p.add_argument("--max-batch", type=_positive, default=None, metavar="N",
+                   help="largest batch a dynamic-batch .pte accepts (default 64); memory is planned for it")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:

@@ -30,12 +30,13 @@ def layer_rows(coverage, results: dict) -> list[dict]:
 
 
 def build_report(*, model: str, scheme: str, example_inputs: list, coverage, results: dict,
-                 parity: dict, versions: dict) -> dict:
+                 parity: dict, versions: dict, speed: dict | None = None) -> dict:
     """The report as a JSON-ready dict.
 
     Args:
         results: format name -> ExportResult.
         parity: format name -> {"vs_quantized_graph": [OutputParity dicts], "vs_float": [...] or None}.
+        speed: format name -> int8 / float latency on the building machine (app/speed_check.py).
     """
     layers = layer_rows(coverage, results)
     artifacts = {}
@@ -45,6 +46,13 @@ def build_report(*, model: str, scheme: str, example_inputs: list, coverage, res
             "size_bytes": res.size_bytes,
             "int8_layers": sum(1 for row in layers if row["placement"].get(fmt) == "int8"),
             "parity": parity.get(fmt),
+            # What the file accepts, and for .pte how it is split: XNNPACK calls per run and every op
+            # left outside XNNPACK with the partitioner's reason. Notes: choices made for the user.
+            "shapes": getattr(res, "shapes", None),
+            "delegate_calls": getattr(res, "delegate_calls", None),
+            "outside_delegate": list(getattr(res, "outside_delegate", None) or []),
+            "notes": list(getattr(res, "notes", None) or []),
+            "latency_vs_float_here": (speed or {}).get(fmt),
         }
     return {
         "tool": {"name": "pt2e-int8", "versions": versions},
@@ -85,6 +93,16 @@ def to_markdown(report: dict) -> str:
                   _fmt_parity((a["parity"] or {}).get("vs_float"))) for a in report["artifacts"].values()]
     lines.append(markdown_table(("file", "size", "int8 layers", "parity vs quantized graph", "parity vs float"),
                                 artifacts, right=(1, 2)))
+    for a in report["artifacts"].values():
+        facts = [f"accepts {a['shapes']}"] if a.get("shapes") else []
+        if a.get("delegate_calls") is not None:
+            facts.append(f"{a['delegate_calls']} XNNPACK delegate call(s)")
+        facts += [f"outside XNNPACK: `{o['op']}` ({o['reason']})" for o in a.get("outside_delegate") or []]
+        facts += [f"note: {n}" for n in a.get("notes") or []]
+        if a.get("latency_vs_float_here") is not None:
+            facts.append(f"{a['latency_vs_float_here']:.2f}x the float export's latency on the building machine")
+        if facts:
+            lines += ["", f"`{a['path']}`: " + "; ".join(facts) + "."]
     layers = [(f"`{row['name']}`", row["op"], "yes" if row["quantized"] else "no",
                row["scheme"] if row["quantized"] else row["reason"] or "",
                *(str(row["placement"].get(f) or "?") for f in fmts)) for row in report["layers"]]

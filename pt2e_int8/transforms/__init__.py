@@ -17,9 +17,13 @@ from torch.fx.passes.infra.pass_base import PassBase
 
 from pt2e_int8.errors import Pt2eInt8Error
 from pt2e_int8.transforms.clamp_to_hardtanh import RewriteClampAsHardtanhPass
+from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
 
 # The registration: explicit and ordered.
-PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = (RewriteClampAsHardtanhPass,)
+PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = (
+    DecomposeRecurrentPass,  # LSTM / GRU / RNN → linears + gates: their projections become int8 layers
+    RewriteClampAsHardtanhPass,  # clamp after a layer → hardtanh / relu, which XNNPACK fuses
+)
 
 
 class TransformError(Pt2eInt8Error):

@@ -10,12 +10,14 @@ step succeeded, so a failed run leaves the user's existing files as they were.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 import pt2e_int8 as q
 from backends.registry import load_artifact, parse_formats
+from pt2e_int8.app import speed_check
 from pt2e_int8.app.device import runtime_versions
 from pt2e_int8.app.inputs import check_finite, load_batches
 from pt2e_int8.app.modelspec import LoadedModel, load_model
@@ -78,6 +80,16 @@ def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
         return q.quantize(loaded.module, example, calibration=calibration, quantizer=quantizer, progress=True)
 
 
+def shape_options(fmt: str, args) -> dict:
+    """--shapes / --max-batch as the exporter's keywords (max_batch and "auto" are .pte-only)."""
+    shapes = getattr(args, "shapes", "auto")
+    value = None if shapes == "static" else shapes if fmt == "pte" else "batch"
+    options = {"dynamic_shapes": value}
+    if fmt == "pte" and getattr(args, "max_batch", None):
+        options["max_batch"] = args.max_batch
+    return options
+
+
 def _run_reference(module, example: tuple) -> list[torch.Tensor]:
     with torch.no_grad():
         return flatten_outputs(module(*example))
@@ -98,6 +110,24 @@ def _parity(path: Path, example: tuple, quantized_ref, float_ref, steps_per_outp
     return doc, format_parity(vs_q)
 
 
+def _speed_against_float(formats, results, float_model, example, args, steps) -> dict[str, float]:
+    """int8 / float latency of each artifact on this machine; warns where int8 is slower."""
+    ratios = {}
+    with steps("timing each artifact against its float export on this machine"):
+        for fmt in formats:
+            ratio = speed_check.int8_vs_float(fmt.export, float_model, example, results[fmt.name].path,
+                                              shape_options(fmt.name, args))
+            if ratio is None:
+                continue
+            ratios[fmt.name] = round(ratio, 3)
+            if ratio > speed_check.SLOWER:
+                warnings.warn(
+                    f"model{fmt.suffix} takes {ratio:.2f}x the time of the same model exported in float, on this "
+                    "machine at the example's batch: int8 buys no speed here. report.json lists the layers placed "
+                    "in float and, for .pte, the ops outside XNNPACK with the reason.", stacklevel=2)
+    return ratios
+
+
 def run(args) -> int:
     formats = parse_formats(args.format)
     out_dir = Path(args.output)
@@ -107,7 +137,8 @@ def run(args) -> int:
     loaded = load_model(args.model)
     _check_converted_flags(args, loaded)
     example = _example_inputs(loaded, args.example_inputs)
-    steps.total = len(formats) + (1 if loaded.converted else 2)
+    timed = not loaded.converted and speed_check.enabled()
+    steps.total = len(formats) + (1 if loaded.converted else 2) + timed
     float_ref = None
     if loaded.converted:
         steps.say("MODEL is already quantized: exporting it as is")
@@ -121,16 +152,18 @@ def run(args) -> int:
         results = {}
         for fmt in formats:
             with steps(f"exporting model{fmt.suffix} ({fmt.describe})"):
-                results[fmt.name] = fmt.export(qm, example, str(staging / f"model{fmt.suffix}"))
+                results[fmt.name] = fmt.export(qm, example, str(staging / f"model{fmt.suffix}"),
+                                               **shape_options(fmt.name, args))
         with steps("checking parity on the example inputs"):
             quantized_ref = _run_reference(qm, example)
             step_sizes = output_steps(qm)
             checked = {name: _parity(res.path, example, quantized_ref, float_ref, step_sizes)
                        for name, res in results.items()}
+        speed = _speed_against_float(formats, results, loaded.module, example, args, steps) if timed else {}
         report = build_report(
             model=args.model, scheme=scheme, example_inputs=[list(t.shape) for t in example],
             coverage=coverage, results=results, parity={name: doc for name, (doc, _) in checked.items()},
-            versions=runtime_versions())
+            versions=runtime_versions(), speed=speed)
         json_name, md_name = REPORT_FILES
         write_text_atomic(staging / json_name, to_json(report))
         write_text_atomic(staging / md_name, to_markdown(report))
