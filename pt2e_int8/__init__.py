@@ -27,8 +27,11 @@ _EXPORTS = {
     "ExportError": "pt2e_int8.errors",
     "InputFileError": "pt2e_int8.errors",
     "LoweringError": "pt2e_int8.errors",
+    "OutputPathError": "pt2e_int8.errors",
     "Pt2eInt8Error": "pt2e_int8.errors",
     "UserInputError": "pt2e_int8.errors",
+    "UnsafeModelFileError": "pt2e_int8.errors",
+    "load_pt2": "pt2e_int8.pt2_file",
     "cosine": "pt2e_int8.numerics",
     "max_error_in_steps": "pt2e_int8.numerics",
     "sqnr": "pt2e_int8.numerics",
@@ -56,11 +59,14 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         ExportError,
         InputFileError,
         LoweringError,
+        OutputPathError,
         Pt2eInt8Error,
+        UnsafeModelFileError,
         UserInputError,
     )
     from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr  # noqa: F401
     from pt2e_int8.observers import PercentileObserver  # noqa: F401
+    from pt2e_int8.pt2_file import load_pt2  # noqa: F401
     from pt2e_int8.qat import (  # noqa: F401
         QATSchedule,
         freeze_bn_stats,

@@ -15,11 +15,13 @@ import torch
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
+from pt2e_int8.calibration_check import check_observed_ranges
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import amend, decision_of
 from pt2e_int8.errors import CalibrationError, ConfigError
+from pt2e_int8.model_state import require_float, require_prepared
 from pt2e_int8.qat import enable_train_eval, move_to_eval
 from pt2e_int8.quantizer import Int8Quantizer
 
@@ -70,6 +72,15 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _check_samples(batch: tuple, index: int) -> None:
+    empty = [i for i, t in enumerate(batch) if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == 0]
+    if empty:
+        raise CalibrationError(
+            f"Calibration batch {index} has no samples: input(s) {empty} have batch size 0. Observers that see "
+            "nothing give placeholder scales; drop empty batches."
+        )
+
+
 def _check_finite(batch: tuple, index: int) -> None:
     bad = [i for i, t in enumerate(batch)
            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
@@ -92,6 +103,7 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
     with torch.no_grad():
         for index, batch in enumerate(batches):
             args = as_input_tuple(batch)
+            _check_samples(args, index)
             _check_finite(args, index)
             try:
                 prepared(*args)
@@ -147,6 +159,7 @@ def quantize(
     Example:
         qm = quantize(model, (x[:32],), calibration=[(b,) for b in x.split(32)])
     """
+    require_float(model, "quantize")
     quantizer = quantizer or _default_quantizer(QuantConfig.static())
     _check_qat_flags(quantizer, qat=False)
     needs_data = any(c.needs_calibration for c in quantizer.configs)
@@ -162,6 +175,8 @@ def quantize(
         ran = calibrate(prepared, calibration, progress=progress)
         if needs_data and ran == 0:
             raise CalibrationError("The calibration iterable was empty: pass at least one batch.")
+        if needs_data:
+            check_observed_ranges(prepared)
     else:
         # torchao observes weights during forward: dynamic and weight-only configs still
         # need one pass, or every weight gets placeholder qparams.
@@ -187,6 +202,7 @@ def prepare_qat(
         for xb, yb in loader: loss = F.cross_entropy(pm(xb), yb); loss.backward(); opt.step()
         qm = convert(pm)
     """
+    require_float(model, "prepare_qat")
     quantizer = quantizer or _default_quantizer(QuantConfig.qat())
     _check_qat_flags(quantizer, qat=True)
     model.train()
@@ -198,6 +214,7 @@ def prepare_qat(
 
 def convert(prepared: GraphModule) -> GraphModule:
     """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode."""
+    require_prepared(prepared, "convert")
     move_to_eval(prepared)
     _mark_unobserved(prepared)
     with fold_only_present_conv_kinds():

@@ -31,10 +31,11 @@ from backends.executorch.passes import (
 from backends.executorch.placement import leftover_qdq, place
 from backends.executorch.rejections import collect_rejections
 from backends.result import ExportResult
-from pt2e_int8.atomic import write_bytes_atomic
+from pt2e_int8.atomic import check_file_target, write_bytes_atomic
 from pt2e_int8.capture import as_input_tuple, export_model
 from pt2e_int8.coverage_report import LayerRow, coverage
-from pt2e_int8.errors import LoweringError, UserInputError
+from pt2e_int8.errors import ConfigError, LoweringError, UserInputError
+from pt2e_int8.model_state import require_exportable
 
 Delegate = Literal["xnnpack", "portable"]
 DELEGATES = ("xnnpack", "portable")
@@ -136,6 +137,10 @@ def lower_program(
     if delegate not in DELEGATES:
         raise UserInputError(f"delegate={delegate!r} is not one of {DELEGATES}: use 'xnnpack' for int8 "
                              "kernels or 'portable' for devices without XNNPACK.")
+    require_exportable(model, "export_pte")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigError(f"max_batch={max_batch!r} must be an int >= 1: the largest batch the .pte accepts "
+                          f"(default {MAX_BATCH}).")
     args = as_input_tuple(example_inputs)
     gm = _as_graph_module(model, args, dynamic_shapes)
     rows = coverage(gm).layers  # before the passes: folding a weight-only dq hides its scheme
@@ -188,6 +193,7 @@ def export_pte(
         res = export_pte(qm, (x,), "out/model.pte")
         res.placement  # {"fc1": "int8", ...}
     """
+    check_file_target(path, "export_pte")  # before minutes of lowering
     lowered = lower_program(model, example_inputs, delegate=delegate, dynamic_shapes=dynamic_shapes,
                             max_batch=max_batch)
     placement, detail = lowered.placement(delegated=delegate == "xnnpack")

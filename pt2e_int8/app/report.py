@@ -28,12 +28,14 @@ def layer_rows(coverage, results: dict) -> list[dict]:
 
 
 def build_report(*, model: str, scheme: str, example_inputs: list, coverage, results: dict,
-                 parity: dict, versions: dict) -> dict:
+                 parity: dict, versions: dict, failed: dict | None = None) -> dict:
     """The report as a JSON-ready dict.
 
     Args:
         results: format name -> ExportResult.
         parity: format name -> {"vs_quantized_graph": [OutputParity dicts], "vs_float": [...] or None}.
+        failed: format name -> {"error": type, "message": str, "stale_file": name of an older file
+            of that format left in the output folder, or None}, for formats that were not written.
     """
     layers = layer_rows(coverage, results)
     artifacts = {}
@@ -53,6 +55,7 @@ def build_report(*, model: str, scheme: str, example_inputs: list, coverage, res
         "layers": layers,
         "summary": {"layers": len(layers), "quantized": sum(row["quantized"] for row in layers)},
         "artifacts": artifacts,
+        "failed": failed or {},
     }
 
 
@@ -83,6 +86,9 @@ def to_markdown(report: dict) -> str:
         p = a["parity"] or {}
         lines.append(f"| {a['path']} | {a['size_bytes'] / 1024:.1f} KiB | {a['int8_layers']}/{len(report['layers'])} "
                      f"| {_fmt_parity(p.get('vs_quantized_graph'))} | {_fmt_parity(p.get('vs_float'))} |")
+    for fmt, f in report.get("failed", {}).items():
+        stale = f" `{f['stale_file']}` in this folder is from an earlier run (stale)." if f.get("stale_file") else ""
+        lines.append(f"| {fmt}: **not written** | | | {f['error']}: {f['message'][:300]}{stale} | |")
     lines += ["", "## Layers", "", "| layer | op | quantized | scheme / reason | " + " | ".join(fmts) + " |",
               "|---|---|---|---|" + "---|" * len(fmts)]
     for row in report["layers"]:
