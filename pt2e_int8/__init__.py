@@ -30,6 +30,7 @@ _EXPORTS = {
     "OutputPathError": "pt2e_int8.errors",
     "Pt2eInt8Error": "pt2e_int8.errors",
     "UserInputError": "pt2e_int8.errors",
+    "WorkflowError": "pt2e_int8.errors",
     "UnsafeModelFileError": "pt2e_int8.errors",
     "load_pt2": "pt2e_int8.pt2_file",
     "cosine": "pt2e_int8.numerics",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         Pt2eInt8Error,
         UnsafeModelFileError,
         UserInputError,
+        WorkflowError,
     )
     from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr  # noqa: F401
     from pt2e_int8.observers import PercentileObserver  # noqa: F401

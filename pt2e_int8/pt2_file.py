@@ -163,6 +163,12 @@ def inspect_pt2(data: bytes, path: str | os.PathLike = "<bytes>") -> list[str]:
             f"{path}: not a readable .pt2 archive ({type(e).__name__}: {e}). The file is truncated, corrupt "
             f"or not written by torch.export.save: {_RECREATE}."
         ) from e
+    # torch 2.7+ writes archive_format = "pt2"; older torch.export.save wrote serialized_exported_program.json.
+    if entries.get("archive_format") != b"pt2" and "serialized_exported_program.json" not in entries:
+        hint = (" It is a torch.save checkpoint (weights), not a program: pass a .pt2 from torch.export.save, or "
+                "file.py:function that builds the model and loads these weights.") if "data.pkl" in entries else ""
+        raise InputFileError(f"{path}: not a .pt2 archive (a zip without torch.export.save's archive_format "
+                             f"entry).{hint or ' ' + _RECREATE[0].upper() + _RECREATE[1:] + '.'}")
     problems: list[str] = []
     if len(entries) != len(infos):  # which copy torch reads is not ours to guess
         names = [_record_name(info.filename) for info in infos]
@@ -196,9 +202,10 @@ def _json_problems(name: str, blob: bytes, entries: dict[str, bytes], pickled: d
     except (UnicodeDecodeError, json.JSONDecodeError):
         return []  # not ours to judge: torch fails on it without running anything
     problems = []
-    if name.endswith(("_weights_config.json", "_constants_config.json")) and isinstance(doc, dict):
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if name.endswith(("_weights_config.json", "_constants_config.json")) and isinstance(config, dict):
         folder = name.rsplit("/", 1)[0]
-        for fqn, meta in (doc.get("config") or {}).items():
+        for fqn, meta in config.items():
             if isinstance(meta, dict) and meta.get("use_pickle"):
                 entry = f"{folder}/{meta.get('path_name')}"
                 kind = "weight" if "weights" in name else "constant"

@@ -123,3 +123,35 @@ def _replace_exprs(doc, fn) -> None:
     elif isinstance(doc, list):
         for value in doc:
             _replace_exprs(value, fn)
+
+
+def native_crash_pte(src: Path, dst: Path) -> Path:
+    """A .pte whose XNNPACK payload names a constant with a non-UTF-8 byte: ExecuTorch 1.5.1 logs the
+    unknown name through pybind11, which throws UnicodeDecodeError out of a noexcept frame (SIGABRT).
+    The last `scale_<hex>` key in the file is the delegate's copy."""
+    import re
+
+    data = bytearray(src.read_bytes())
+    keys = [m.start() for m in re.finditer(rb"scale_[0-9a-f]{8}", data)]
+    data[keys[-1] + 8] = 0xFB
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def mutate(data: bytes, rng) -> bytes:
+    """One random corruption: flipped bytes, a truncation, a duplicated or deleted chunk."""
+    b = bytearray(data)
+    kind = rng.choice(("flip", "flip", "flip", "truncate", "duplicate", "delete"))
+    if kind == "flip":
+        for _ in range(rng.choice((1, 1, 2, 4, 8))):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    elif kind == "truncate":
+        del b[rng.randrange(1, len(b)):]
+    else:
+        start = rng.randrange(len(b))
+        chunk = b[start:start + rng.randrange(1, 64)]
+        if kind == "duplicate":
+            b[start:start] = chunk
+        else:
+            del b[start:start + len(chunk)]
+    return bytes(b)

@@ -114,7 +114,7 @@ def check_targets(out_dir: str | os.PathLike, names: Iterable[str]) -> None:
     blocked = []
     for n in names:
         p = Path(out_dir) / n
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             mode = p.lstat().st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
                 blocked.append(f"{p} ({'a directory' if stat.S_ISDIR(mode) else 'not a regular file'})")
