@@ -70,7 +70,11 @@ def default_file_mode() -> int:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as e:  # a full disk, a quota
+            raise OutputPathError(f"{path}: cannot be written ({e.strerror or e}); any earlier file there is "
+                                  "unchanged. Free space or pass another path.") from e
     return Path(path)
 
 

@@ -36,9 +36,9 @@ def stage_of(model: torch.nn.Module) -> Stage:
 
 def _require_module(model, fn: str) -> None:
     if not isinstance(model, torch.nn.Module):
-        raise WorkflowError(
-            f"{fn} takes a torch.nn.Module, got {type(model).__name__}. Wrap a function in a module "
-            "(class M(nn.Module): def forward(self, x): return f(x)).")
+        hint = (" Wrap a function in a module (class M(nn.Module): def forward(self, x): return f(x))."
+                if callable(model) else "")
+        raise WorkflowError(f"{fn} takes a torch.nn.Module, got {type(model).__name__}.{hint}")
 
 
 def require_float(model, fn: str) -> None:
@@ -54,16 +54,18 @@ def require_float(model, fn: str) -> None:
 
 
 def require_prepared(model, fn: str = "convert") -> None:
-    """convert: the prepared model prepare_qat returned."""
+    """convert / calibrate: the prepared model prepare_qat (or torchao's prepare_pt2e) returned."""
     _require_module(model, fn)
     stage = stage_of(model)
     if stage == "converted":
         raise WorkflowError(f"{fn} got a model that is already converted (quantize/dequantize ops, no "
                             "observers): it is the int8 model, use it as is.")
-    if stage == "float":
+    # A float GraphModule can be a prepared model with nothing to observe (every scope kept float).
+    if stage == "float" and not isinstance(model, torch.fx.GraphModule):
         raise WorkflowError(f"{fn} needs the model returned by prepare_qat (with fake-quantizers); this one "
-                            "is float. Call prepare_qat(model, example_inputs) and train it first, or use "
-                            "quantize(model, example_inputs, calibration) for post-training quantization.")
+                            "is an eager float module. Call prepare_qat(model, example_inputs) and train it "
+                            "first, or use quantize(model, example_inputs, calibration) for post-training "
+                            "quantization.")
 
 
 def require_graph(model, fn: str) -> None:

@@ -89,6 +89,8 @@ def load_pt2(path: str | os.PathLike, *, trust: bool = False) -> torch.export.Ex
     Example:
         ep = load_pt2("model.pt2"); out = ep.module()(x)
     """
+    if not isinstance(path, str | os.PathLike):
+        raise InputFileError(f"load_pt2 takes a path (str or os.PathLike), got {type(path).__name__}.")
     path = Path(path)
     data = _read_regular_file(path)
     if trust:

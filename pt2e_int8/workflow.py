@@ -33,6 +33,12 @@ def _default_quantizer(cfg: QuantConfig) -> Int8Quantizer:
     return Int8Quantizer().set_global(cfg)
 
 
+def _check_quantizer(quantizer, fn: str) -> None:
+    if quantizer is not None and not isinstance(quantizer, Int8Quantizer):
+        raise ConfigError(f"{fn}(quantizer=...) takes an Int8Quantizer, got {type(quantizer).__name__}: e.g. "
+                          "Int8Quantizer().set_global(QuantConfig.static()).")
+
+
 def _check_qat_flags(quantizer: Int8Quantizer, qat: bool) -> None:
     wrong = [c.scheme for c in quantizer.configs if c.is_qat != qat]
     if wrong:
@@ -97,6 +103,12 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
     Each batch is a tensor or a tuple of tensors (positional inputs). Raises
     CalibrationError naming the batch that has NaN/Inf or does not fit the model.
     """
+    require_prepared(prepared, "calibrate")
+    if not hasattr(batches, "__iter__") or isinstance(batches, torch.Tensor | str | bytes):
+        raise CalibrationError(
+            f"calibration must be an iterable of batches (a list of tensors or of tuples of tensors), got "
+            f"{type(batches).__name__}. Wrap a single batch in a list: calibration=[batch]."
+        )
     total = len(batches) if hasattr(batches, "__len__") else None
     bar = _Progress("calibrating", total, progress)
     count = 0
@@ -160,6 +172,7 @@ def quantize(
         qm = quantize(model, (x[:32],), calibration=[(b,) for b in x.split(32)])
     """
     require_float(model, "quantize")
+    _check_quantizer(quantizer, "quantize")
     quantizer = quantizer or _default_quantizer(QuantConfig.static())
     _check_qat_flags(quantizer, qat=False)
     needs_data = any(c.needs_calibration for c in quantizer.configs)
@@ -203,6 +216,7 @@ def prepare_qat(
         qm = convert(pm)
     """
     require_float(model, "prepare_qat")
+    _check_quantizer(quantizer, "prepare_qat")
     quantizer = quantizer or _default_quantizer(QuantConfig.qat())
     _check_qat_flags(quantizer, qat=True)
     model.train()

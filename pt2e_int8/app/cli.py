@@ -235,11 +235,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             traceback.print_exc()
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except SystemExit as e:  # argparse is done: only the user's model code (or a library) exits here
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: code run by the command called sys.exit({e.code!r}) (the model's forward or "
+              "factory, most likely). Models must return outputs, not exit; add --debug to see where.",
+              file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; existing files are unchanged", file=sys.stderr)
+        print(f"{prog}: interrupted; no output was half-written", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"{prog}: terminated (SIGTERM); existing files are unchanged", file=sys.stderr)
+        print(f"{prog}: terminated (SIGTERM); no output was half-written", file=sys.stderr)
         return EXIT_TERMINATED
     except Pt2eInt8Error as e:  # a fault the tool detected and explained (a lowering that failed, ...)
         if args.debug:
