@@ -179,26 +179,13 @@ class DigitsMLP(_Digits):
         return (3, 1) if quick else (30, 3)
 
 
-class DigitsCNNNet(nn.Module):
-    """The digits as 1x8x8 images: two conv-bn-relu blocks, max-pool, a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.head = nn.Linear(32 * 4 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
-        x = nn.functional.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
-        return self.head(torch.flatten(x, 1))
-
-
 class DigitsCNN(_Digits):
     name, has_bn = "digits_cnn", True
 
     def _net(self) -> nn.Module:
-        return DigitsCNNNet()
+        from pt2e_int8.app.digits import DigitsCNN as Net
+
+        return Net()
 
     def _epochs(self, quick: bool) -> tuple[int, int]:
         return (2, 1) if quick else (15, 3)

@@ -126,11 +126,10 @@ def _ours_quantized(ctx: Ctx, scheme: str):
         with ctx.stage("qat"):
             return ctx.model.qat(model, ctx.workdir, ctx.quick)
     if scheme == "mixed":
-        # The ExecuTorch owner's MiniLM recipe (one definition, in bench/minilm_pte.py): linears only,
-        # static with the histogram observer, dynamic in the FFN where GELU's tails are.
-        from bench.minilm_pte import our_static_quantizer
+        # MiniLM's recipe: linears only, static with the histogram observer, dynamic in the FFN.
+        from pt2e_int8.app.minilm import mixed_quantizer
 
-        quantizer = our_static_quantizer()
+        quantizer = mixed_quantizer()
     else:
         cfg = q.QuantConfig.static(observer=STATIC_OBSERVER) if scheme == "static" else q.QuantConfig.dynamic()
         quantizer = q.Int8Quantizer().set_global(cfg)
@@ -144,6 +143,15 @@ def _placement_note(ctx: Ctx, result) -> None:
     ctx.notes.append(f"{n8}/{len(result.placement)} layers int8")
 
 
+def delegate_note(ctx: Ctx, path: Path) -> None:
+    """How many XNNPACK delegate calls, and which ops run outside them, read from the .pte itself."""
+    from backends.compat.executorch import pte_structure
+
+    structure = pte_structure(path.read_bytes())
+    outside = ", ".join(structure["operators"]) or "none"
+    ctx.notes.append(f"{len(structure['delegates'])} delegate calls; ops outside: {outside}")
+
+
 def _ours_pte(scheme: str, dynamic_shapes=PTE_DYNAMIC_SHAPES) -> Callable[[Ctx], Path]:
     def run(ctx: Ctx) -> Path:
         from backends.executorch import export_pte
@@ -153,6 +161,7 @@ def _ours_pte(scheme: str, dynamic_shapes=PTE_DYNAMIC_SHAPES) -> Callable[[Ctx],
         with ctx.stage("lower"):
             res = export_pte(qm, ctx.data.example, ctx.artifact(name, "pte"), dynamic_shapes=dynamic_shapes)
         _placement_note(ctx, res)
+        delegate_note(ctx, res.path)
         if dynamic_shapes == "batch":
             ctx.notes.append("dynamic batch 1..64")
         return res.path
@@ -160,13 +169,14 @@ def _ours_pte(scheme: str, dynamic_shapes=PTE_DYNAMIC_SHAPES) -> Callable[[Ctx],
     return run
 
 
-def _ours_onnx(scheme: str) -> Callable[[Ctx], Path]:
+def _ours_onnx(scheme: str, **options) -> Callable[[Ctx], Path]:
     def run(ctx: Ctx) -> Path:
         from backends.onnx import export_onnx
 
         qm = _ours_quantized(ctx, scheme)
+        suffix = "".join(f"_{k}_{v}" for k, v in options.items())
         with ctx.stage("export"):
-            res = export_onnx(qm, ctx.data.example, ctx.artifact(f"ours_{scheme}", "onnx"))
+            res = export_onnx(qm, ctx.data.example, ctx.artifact(f"ours_{scheme}{suffix}", "onnx"), **options)
         _placement_note(ctx, res)
         return res.path
 
@@ -184,6 +194,7 @@ def _float_eager(ctx: Ctx) -> None:
 def _float_pte(ctx: Ctx) -> Path:
     path = ctx.artifact("float", "pte")
     anchors.stock_float_pte(ctx.float_model(), ctx.data.example, path, ctx.stage)
+    delegate_note(ctx, path)
     return path
 
 
@@ -202,8 +213,10 @@ def _ours_float_pte(ctx: Ctx) -> Path:
     from backends.executorch import export_pte
 
     with ctx.stage("lower"):
-        return export_pte(ctx.float_model(), ctx.data.example, ctx.artifact("ours_float", "pte"),
+        path = export_pte(ctx.float_model(), ctx.data.example, ctx.artifact("ours_float", "pte"),
                           dynamic_shapes=PTE_DYNAMIC_SHAPES).path
+    delegate_note(ctx, path)
+    return path
 
 
 def _stock(dynamic: bool, transform: bool = True) -> Callable[[Ctx], Path]:
@@ -211,6 +224,7 @@ def _stock(dynamic: bool, transform: bool = True) -> Callable[[Ctx], Path]:
         path = ctx.artifact(f"stock_{'dynamic' if dynamic else 'static'}{'' if transform else '_noxform'}", "pte")
         anchors.stock_int8_pte(ctx.float_model(), ctx.data.example, ctx.data.calibration_singles(), path,
                                ctx.stage, dynamic=dynamic, transform=transform)
+        delegate_note(ctx, path)
         return path
 
     return run
@@ -268,3 +282,8 @@ register("ours_dynamic_onnx", "ours int8 dynamic ONNX", "onnxruntime", "ours")(_
 register("ours_qat_onnx", "ours int8 QAT ONNX", "onnxruntime", "ours", qat_only=True)(_ours_onnx("qat"))
 register("ours_mixed_onnx", "ours int8 mixed (static linears, dynamic FFN) ONNX", "onnxruntime", "ours",
          models=("minilm",))(_ours_onnx("mixed"))
+# weight_dtype="int8": ONNX Runtime's U8S8 kernels, fast on VNNI x86 and ARM, not exact on AVX2-only x86.
+register("ours_dynamic_onnx_int8w", "ours int8 dynamic ONNX, int8 weights (VNNI / ARM only)", "onnxruntime", "ours",
+         models=("minilm",))(_ours_onnx("dynamic", weight_dtype="int8"))
+register("ours_static_onnx_int8w", f"ours int8 static ({STATIC_OBSERVER}) ONNX, int8 weights (VNNI / ARM only)",
+         "onnxruntime", "ours", models=("minilm",))(_ours_onnx("static", weight_dtype="int8"))

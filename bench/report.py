@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pt2e_int8.text_table import markdown_table
+
 COSINE_MIN, PTE_MAX, ONNX_MAX, QAT_POINTS, WALL_MAX = 0.995, 0.7, 0.8, 0.5, 1.2
 # our pipeline -> the stock pipeline(s) a user would run instead (summed wall time), in order of preference
 WALL_PAIRS = {
@@ -147,19 +149,17 @@ def _quality(r: dict) -> str:
 
 
 def _table(rows: list[dict]) -> list[str]:
-    out = ["| pipeline | runtime | median ms | p90 ms | × runtime float | × stock float .pte | size MB | "
-           "quality | export s | peak RSS MB | notes |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    header = ("pipeline", "runtime", "median ms", "p90 ms", "× runtime float", "× stock float .pte", "size MB",
+              "quality", "export s", "peak RSS MB", "notes")
+    body = []
     for r in rows:
         parts = [*(r.get("notes") or []), _stages(r)]
         note = f"**failed**: {r['error']}" if not r["ok"] else "; ".join(p for p in parts if p)
-        note = note.replace("|", "\\|").replace("\n", " ")
         rss = _fmt(r.get("peak_rss_mb"), ".0f") + (" (shared)" if r.get("rss_shared") else "")
-        out.append(f"| {r['label']} | {r['runtime']} | {_ms(r.get('median_ms'))} | {_ms(r.get('p90_ms'))} | "
-                   f"{_fmt(r.get('ratio_vs_runtime_float'))} | {_fmt(r.get('ratio_vs_stock_float_pte'))} | "
-                   f"{_fmt(r.get('size_mb'), '.3f')} | {_quality(r)} | {_fmt(r.get('export_wall_s'), '.1f')} | "
-                   f"{rss} | {note} |")
-    return out
+        body.append((r["label"], r["runtime"], _ms(r.get("median_ms")), _ms(r.get("p90_ms")),
+                     _fmt(r.get("ratio_vs_runtime_float")), _fmt(r.get("ratio_vs_stock_float_pte")),
+                     _fmt(r.get("size_mb"), ".3f"), _quality(r), _fmt(r.get("export_wall_s"), ".1f"), rss, note))
+    return [markdown_table(header, body, right=range(2, 10))]
 
 
 METHOD = """\
@@ -204,9 +204,8 @@ def render(doc: dict) -> str:
              f"Threads: {doc['threads']} in every runtime; {doc['iters']} timed runs after {doc['warmup']} warm-up, "
              "interleaved." + (" **--quick run: reduced models, not for quoting.**" if doc["quick"] else "") + "  ",
              _isa_note(doc["device"]), ""]
-    lines += ["## Targets", "", "| target | status | detail |", "|---|---|---|"]
-    for t in doc["targets"]:
-        lines.append(f"| {t['target']} | **{t['status']}** | {t['detail'].replace('|', '/')} |")
+    lines += ["## Targets", "", markdown_table(("target", "status", "detail"),
+                                               [(t["target"], f"**{t['status']}**", t["detail"]) for t in doc["targets"]])]
     for model, settings in doc["models"].items():
         rows = [r for r in doc["rows"] if r["model"] == model]
         desc = ", ".join(f"{k} {v}" for k, v in settings.items())

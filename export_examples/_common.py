@@ -15,6 +15,7 @@ from backends.executorch import export_pte
 from backends.executorch.runtime import load_pte
 from backends.onnx import export_onnx
 from backends.onnx.runtime import load_onnx
+from pt2e_int8.text_table import text_table
 
 
 def parse_args(description: str, default_out: str) -> argparse.Namespace:
@@ -55,9 +56,5 @@ def save_results(out: Path, header: list[str], rows: list[list]) -> None:
 
 
 def print_table(header: list[str], rows: list[list]) -> None:
-    cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for i, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(text_table(header, [[f"{c:.4g}" if isinstance(c, float) else c for c in row] for row in rows],
+                     rule=True))

@@ -11,26 +11,10 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _common import export_and_run, parse_args, print_table, save_results
-from torch import nn
 
 import pt2e_int8 as q
-from pt2e_int8.app.digits import accuracy, load_digits_split, train
-
-
-class DigitsCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.head = nn.Linear(32 * 4 * 4, 10)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.head(torch.flatten(x, 1))
-
+from pt2e_int8.app.digits import DigitsCNN, accuracy, load_digits_split, train
 
 args = parse_args(__doc__, "out/digits_cnn")
 split = load_digits_split()

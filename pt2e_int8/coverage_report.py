@@ -22,6 +22,7 @@ from pt2e_int8.model_state import require_graph
 from pt2e_int8.ops import PARAMETRIC_MODULES, layer_op, layer_operands
 from pt2e_int8.qdq import PER_CHANNEL_OPS, is_dequantize, is_dynamic_dequantize
 from pt2e_int8.quantizer import module_stack
+from pt2e_int8.text_table import text_table
 
 aten = torch.ops.aten
 
@@ -107,12 +108,7 @@ class CoverageReport:
         header = ("layer", "op", "int8", "scheme / reason")
         rows = [(r.name, r.op, "yes" if r.quantized else "no", r.scheme if r.quantized else r.reason or "")
                 for r in self.layers]
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-        widths[-1] = 0
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                 for row in [header, *rows]]
-        lines.append(f"{len(self.quantized)}/{len(self.layers)} layers in int8")
-        return "\n".join(lines)
+        return f"{text_table(header, rows)}\n{len(self.quantized)}/{len(self.layers)} layers in int8"
 
 
 def _layer_row(node: Node, name: str) -> LayerRow:

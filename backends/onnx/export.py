@@ -21,7 +21,7 @@ Cost, measured on the machine this was built on (AMD EPYC with AVX512-VNNI: U8S8
 *and* fast there, so this is the worst case; the AVX2-only CPU of the issue was not available),
 ONNX Runtime 1.32, 2 threads: Linear(384,1536)-ReLU-Linear(1536,384) at 128 rows 0.46 ms with
 int8 weights vs 0.87 ms uint8 (float 1.51 ms); all-MiniLM-L6-v2 numbers, including 7-bit
-weights, in bench/minilm_onnx.md. `weight_dtype="int8"` keeps int8 weights for targets
+weights, in bench/RESULTS.md (the `int8 weights` rows). `weight_dtype="int8"` keeps int8 weights for targets
 known to be safe (VNNI x86, ARM) or that need symmetric int8 (TensorRT).
 """
 

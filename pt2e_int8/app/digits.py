@@ -53,6 +53,24 @@ class DigitsMLP(nn.Module):
         return self.head(x)
 
 
+class DigitsCNN(nn.Module):
+    """The digits as 1x8x8 images: two conv-bn-relu blocks, max-pool, a linear head.
+
+    `width` scales the channels (8/16 for fast tests, 16/32 for the example and bench).
+    """
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width)
+        self.head = nn.Linear(2 * width * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
+        x = nn.functional.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
+        return self.head(torch.flatten(x, 1))
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator):
     order = torch.randperm(len(x), generator=gen)
     for i in range(0, len(x), size):

@@ -68,3 +68,24 @@ def tokenize(tokenizer, sentences: list[str], seq: int) -> tuple[torch.Tensor, t
     """(input_ids, attention_mask), padded to `seq` tokens."""
     enc = tokenizer(sentences, padding="max_length", max_length=seq, truncation=True, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
+
+
+def mixed_quantizer():
+    """MiniLM's "mixed" recipe: static int8 where it keeps accuracy, dynamic where BERT's
+    activations have outliers.
+
+    Linears only (ExecuTorch's XNNPACK has no int8 batch-matmul for attention, and the residual
+    stream feeding LayerNorm has per-channel outliers that per-tensor int8 cannot hold); the FFN
+    (GELU's input and output have long tails) gets dynamic activations. Measured on held-out
+    sentences (converted graph vs float): all static 0.90-0.95 cosine, FFN-down dynamic 0.991,
+    whole FFN dynamic 0.993, all dynamic 0.999.
+    """
+    from transformers.models.bert.modeling_bert import BertIntermediate, BertOutput
+
+    import pt2e_int8 as q
+    from pt2e_int8.annotators.linear import annotate_linear
+
+    return (q.Int8Quantizer(annotators=(annotate_linear,))
+            .set_global(q.QuantConfig.static(observer="histogram"))
+            .set_module_type(BertIntermediate, q.QuantConfig.dynamic())
+            .set_module_type(BertOutput, q.QuantConfig.dynamic()))

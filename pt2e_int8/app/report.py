@@ -10,6 +10,8 @@ import datetime as _dt
 import json
 import math
 
+from pt2e_int8.text_table import markdown_table
+
 
 def layer_rows(coverage, results: dict) -> list[dict]:
     """Coverage rows joined with each backend's placement (where the layer really runs)."""
@@ -80,20 +82,19 @@ def to_markdown(report: dict) -> str:
     lines = [f"# pt2e-int8 export: {report['model']}", "",
              f"Scheme: **{report['scheme']}**. Example inputs: {report['example_inputs']}. "
              f"{report['summary']['quantized']}/{report['summary']['layers']} layers quantized.", "",
-             "## Artifacts", "", "| file | size | int8 layers | parity vs quantized graph | parity vs float |",
-             "|---|---:|---:|---|---|"]
-    for a in report["artifacts"].values():
-        p = a["parity"] or {}
-        lines.append(f"| {a['path']} | {a['size_bytes'] / 1024:.1f} KiB | {a['int8_layers']}/{len(report['layers'])} "
-                     f"| {_fmt_parity(p.get('vs_quantized_graph'))} | {_fmt_parity(p.get('vs_float'))} |")
-    for fmt, f in report.get("failed", {}).items():
+             "## Artifacts", ""]
+    artifacts = [(a["path"], f"{a['size_bytes'] / 1024:.1f} KiB", f"{a['int8_layers']}/{len(report['layers'])}",
+                  _fmt_parity((a["parity"] or {}).get("vs_quantized_graph")),
+                  _fmt_parity((a["parity"] or {}).get("vs_float"))) for a in report["artifacts"].values()]
+    for fmt, f in report.get("failed", {}).items():  # a format that failed while the others were written
         stale = f" `{f['stale_file']}` in this folder is from an earlier run (stale)." if f.get("stale_file") else ""
-        lines.append(f"| {fmt}: **not written** | | | {f['error']}: {f['message'][:300]}{stale} | |")
-    lines += ["", "## Layers", "", "| layer | op | quantized | scheme / reason | " + " | ".join(fmts) + " |",
-              "|---|---|---|---|" + "---|" * len(fmts)]
-    for row in report["layers"]:
-        why = row["scheme"] if row["quantized"] else row["reason"] or ""
-        where = " | ".join(str(row["placement"].get(f) or "?") for f in fmts)
-        lines.append(f"| `{row['name']}` | {row['op']} | {'yes' if row['quantized'] else 'no'} | {why} | {where} |")
-    lines += ["", f"_Generated {report['created']} by pt2e-int8._", ""]
+        artifacts.append((f"{fmt}: **not written**", "", "", f"{f['error']}: {f['message'][:300]}{stale}", ""))
+    lines.append(markdown_table(("file", "size", "int8 layers", "parity vs quantized graph", "parity vs float"),
+                                artifacts, right=(1, 2)))
+    layers = [(f"`{row['name']}`", row["op"], "yes" if row["quantized"] else "no",
+               row["scheme"] if row["quantized"] else row["reason"] or "",
+               *(str(row["placement"].get(f) or "?") for f in fmts)) for row in report["layers"]]
+    lines += ["", "## Layers", "",
+              markdown_table(("layer", "op", "quantized", "scheme / reason", *fmts), layers),
+              "", f"_Generated {report['created']} by pt2e-int8._", ""]
     return "\n".join(lines)

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import pt2e_int8 as q
+from pt2e_int8.app.digits import DigitsCNN
 from tests.core._helpers import accuracy, train
 
 
@@ -54,23 +54,10 @@ def test_qat_within_0_5_points(digits, digits_mlp):
     assert all(r.quantized for r in q.coverage(qm).layers)
 
 
-class DigitsCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.conv2, self.bn2 = nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.head = nn.Linear(16 * 4 * 4, 10)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.head(torch.flatten(x, 1))
-
-
 def test_conv_bn_relu_qat_folds_batch_norm(digits):
     xtr, ytr, xte, yte = digits
     torch.manual_seed(0)
-    model = train(DigitsCNN(), xtr, ytr, epochs=2)
+    model = train(DigitsCNN(width=8), xtr, ytr, epochs=2)
     float_acc = accuracy(model.eval(), xte, yte)
     pm = q.prepare_qat(model, (xtr[:32],))
     sched = q.QATSchedule(pm, freeze_bn_after=25, freeze_observers_after=35)

@@ -13,15 +13,14 @@ from pt2e_int8.app.device import describe_device, summary_line
 from pt2e_int8.app.paths import check_not_inputs, check_output_file, write_output_file
 from pt2e_int8.app.probe import probe_artifacts
 from pt2e_int8.app.timing import Timing, bench_artifacts
+from pt2e_int8.text_table import text_table
 
 
 def format_table(timings: list[Timing]) -> str:
     header = ("artifact", "format", "size KiB", "median ms", "p90 ms", "min ms", "vs first")
     rows = [(t.artifact, t.format, f"{t.size_bytes / 1024:.1f}", f"{t.median_ms:.4f}", f"{t.p90_ms:.4f}",
              f"{t.min_ms:.4f}", f"{t.ratio_vs_first:.2f}x") for t in timings]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-                     for row in [header, *rows])
+    return text_table(header, rows, right=range(2, len(header)))
 
 
 def run(args) -> int:

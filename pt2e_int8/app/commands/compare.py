@@ -20,6 +20,7 @@ from pt2e_int8.app.parity import OutputParity, compare_outputs, output_steps
 from pt2e_int8.app.paths import check_not_inputs, check_output_file, write_output_file
 from pt2e_int8.app.probe import probe_artifacts
 from pt2e_int8.errors import ConfigError, InputFileError
+from pt2e_int8.text_table import text_table
 
 EXIT_BOUND_BROKEN = 1
 
@@ -32,9 +33,7 @@ def _table(rows: list[tuple[str, OutputParity]]) -> str:
         body.append((artifact, str(r.output), "x".join(map(str, r.shape)), f"{r.max_abs_error:.4g}",
                      f"{r.step:.4g}" if r.step else "n/a",
                      f"{r.max_error_steps:.2f}" if r.max_error_steps is not None else "n/a", db))
-    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [header, *body])
+    return text_table(header, body)
 
 
 def _run_artifact(path: str, batches: list[tuple]) -> list[list[torch.Tensor]]:

@@ -23,6 +23,7 @@ from pt2e_int8.app.progress import Steps
 from pt2e_int8.app.staging import staged_output
 from pt2e_int8.app.timing import latency_stats, time_interleaved
 from pt2e_int8.atomic import write_text_atomic
+from pt2e_int8.text_table import text_table
 
 EPOCHS = 40  # float training; the QAT fine-tune is a fraction of it
 FLOAT_LR, QAT_LR = 3e-3, 3e-4
@@ -82,9 +83,7 @@ def _table(rows: list[dict]) -> str:
         body.append((r["variant"], r["format"], f"{100 * r['accuracy']:.2f}%", f"{r['size_bytes'] / 1024:.1f}",
                      f"{r['median_ms']:.4f}", f"{r['p90_ms']:.4f}", f"{r['latency_vs_float']:.2f}x",
                      f"{r[f'median_ms_batch{BATCH}']:.4f}", f"{r['int8_layers']}/{r['layers']} int8"))
-    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [header, *body])
+    return text_table(header, body)
 
 
 def _markdown(doc: dict, table: str) -> str:
