@@ -34,6 +34,10 @@ class InputFileError(UserInputError):
     """An input file (model, tensors, artifact) is missing, corrupt or of an unknown kind."""
 
 
+class DistributedError(UserInputError):
+    """Ranks disagree (model, weights, graph) or torch.distributed is not set up for the call."""
+
+
 class LoweringError(Pt2eInt8Error):
     """A backend lowering pass failed; the message names the pass."""
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
@@ -20,6 +22,7 @@ from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import amend, decision_of
+from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
 from pt2e_int8.errors import CalibrationError, ConfigError
 from pt2e_int8.model_state import require_float, require_prepared
 from pt2e_int8.qat import enable_train_eval, move_to_eval
@@ -97,11 +100,17 @@ def _check_finite(batch: tuple, index: int) -> None:
         )
 
 
-def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None = None) -> int:
-    """Run calibration batches through a prepared model. Returns how many ran.
+def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None = None,
+              sync: bool | None = None) -> int:
+    """Run calibration batches through a prepared model. Returns how many ran (on all ranks).
 
     Each batch is a tensor or a tuple of tensors (positional inputs). Raises
     CalibrationError naming the batch that has NaN/Inf or does not fit the model.
+
+    Under torch.distributed (`sync=None`: when a process group of more than one rank is
+    initialized) every rank calibrates on its own shard, then the observers are reduced
+    so that every rank holds the qparams of one process that saw all shards
+    (`sync_observers`). Every rank must call it; `sync=False` keeps ranks separate.
     """
     require_prepared(prepared, "calibrate")
     if not hasattr(batches, "__iter__") or isinstance(batches, torch.Tensor | str | bytes):
@@ -128,7 +137,17 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
             count += 1
             bar.update(count)
     bar.close()
+    if is_distributed() and sync is not False:
+        count = _count_on_all_ranks(count, prepared)
+        sync_observers(prepared)
     return count
+
+
+def _count_on_all_ranks(count: int, prepared: GraphModule) -> int:
+    device = next((b.device for b in prepared.buffers()), torch.device("cpu"))
+    total = torch.tensor([count], dtype=torch.int64, device=device)
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def _mark_unobserved(prepared: GraphModule) -> None:
@@ -154,6 +173,7 @@ def quantize(
     *,
     dynamic_shapes="batch",
     progress: bool | None = None,
+    sync: bool | None = None,
 ) -> GraphModule:
     """Post-training quantization: export, annotate, calibrate, convert.
 
@@ -164,6 +184,8 @@ def quantize(
         quantizer: an Int8Quantizer; default `Int8Quantizer().set_global(QuantConfig.static())`.
         dynamic_shapes: "batch" (default), None (static), or a torch.export spec.
         progress: show calibration progress (default: only on runs over 2 s).
+        sync: under torch.distributed, merge the ranks' observer statistics (default: yes;
+            every rank calls quantize with its own calibration shard). See `calibrate`.
 
     Returns:
         The converted GraphModule: QDQ nodes folded, int8 weight constants.
@@ -185,7 +207,7 @@ def quantize(
     exported = export_model(model, example_inputs, dynamic_shapes).module()
     prepared = prepare_pt2e(exported, quantizer)
     if calibration is not None:
-        ran = calibrate(prepared, calibration, progress=progress)
+        ran = calibrate(prepared, calibration, progress=progress, sync=sync)
         if needs_data and ran == 0:
             raise CalibrationError("The calibration iterable was empty: pass at least one batch.")
         if needs_data:
@@ -193,7 +215,7 @@ def quantize(
     else:
         # torchao observes weights during forward: dynamic and weight-only configs still
         # need one pass, or every weight gets placeholder qparams.
-        calibrate(prepared, [as_input_tuple(example_inputs)], progress=False)
+        calibrate(prepared, [as_input_tuple(example_inputs)], progress=False, sync=sync)
     _mark_unobserved(prepared)
     return convert_pt2e(prepared)
 
@@ -227,8 +249,19 @@ def prepare_qat(
 
 
 def convert(prepared: GraphModule) -> GraphModule:
-    """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode."""
+    """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode.
+
+    Under torch.distributed, call `sync_observers(prepared)` on every rank first (a
+    `QATSchedule` that froze observers and batch-norm has done so); convert warns otherwise.
+    """
+    if isinstance(prepared, FSDPModule):
+        raise ConfigError(
+            "convert got an FSDP-sharded model: its weights are DTensor shards that the int8 weights "
+            "cannot be folded from. Call pt2e_int8.unshard_for_convert(model) on every rank and convert "
+            "its result."
+        )
     require_prepared(prepared, "convert")
+    warn_if_unsynced(prepared)
     move_to_eval(prepared)
     _mark_unobserved(prepared)
     with fold_only_present_conv_kinds():
