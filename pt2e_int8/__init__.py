@@ -28,8 +28,12 @@ _EXPORTS = {
     "ExportError": "pt2e_int8.errors",
     "InputFileError": "pt2e_int8.errors",
     "LoweringError": "pt2e_int8.errors",
+    "OutputPathError": "pt2e_int8.errors",
     "Pt2eInt8Error": "pt2e_int8.errors",
     "UserInputError": "pt2e_int8.errors",
+    "WorkflowError": "pt2e_int8.errors",
+    "UnsafeModelFileError": "pt2e_int8.errors",
+    "load_pt2": "pt2e_int8.pt2_file",
     "sync_observers": "pt2e_int8.distributed",
     "unshard_for_convert": "pt2e_int8.fsdp",
     "wrap_ddp": "pt2e_int8.distributed",
@@ -64,12 +68,16 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         ExportError,
         InputFileError,
         LoweringError,
+        OutputPathError,
         Pt2eInt8Error,
+        UnsafeModelFileError,
         UserInputError,
+        WorkflowError,
     )
     from pt2e_int8.fsdp import unshard_for_convert  # noqa: F401
     from pt2e_int8.numerics import cosine, max_error_in_steps, sqnr  # noqa: F401
     from pt2e_int8.observers import PercentileObserver  # noqa: F401
+    from pt2e_int8.pt2_file import load_pt2  # noqa: F401
     from pt2e_int8.qat import (  # noqa: F401
         QATSchedule,
         freeze_bn_stats,

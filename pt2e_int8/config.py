@@ -79,7 +79,9 @@ class QuantConfig:
     quantize_bias: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _type_problems(self)
+        if problems:  # the value checks below would fail on the wrong types with a raw TypeError
+            raise ConfigError("Invalid QuantConfig: " + "; ".join(problems) + ".")
         if self.mode not in MODES:
             problems.append(f"mode={self.mode!r} is not one of {MODES}")
         if self.act_dtype not in ACT_DTYPES:
@@ -136,6 +138,23 @@ class QuantConfig:
     @property
     def needs_calibration(self) -> bool:
         return self.mode == "static" and not self.is_qat
+
+
+def _type_problems(cfg: QuantConfig) -> list[str]:
+    """Fields of the wrong type, each named with what it should be (`per_channel="yes"` is not True)."""
+    expected = {
+        "mode": (str, "a str"), "observer": (str, "a str"), "act_dtype": (torch.dtype, "a torch.dtype"),
+        "is_qat": (bool, "True or False"), "per_channel": (bool, "True or False"),
+        "quantize_bias": (bool, "True or False"), "percentile": ((int, float), "a number"),
+        "weight_qmin": (int, "an int"), "weight_qmax": (int, "an int"),
+    }
+    problems = []
+    for name, (types, words) in expected.items():
+        value = getattr(cfg, name)
+        wrong_bool = isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
+        if not isinstance(value, types) or wrong_bool:
+            problems.append(f"{name}={value!r} must be {words}")
+    return problems
 
 
 # -- specs -------------------------------------------------------------------------

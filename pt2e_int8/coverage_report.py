@@ -19,6 +19,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_int8.decision import decision_of, param_name, pending_notes
+from pt2e_int8.model_state import require_graph
 from pt2e_int8.ops import PARAMETRIC_MODULES, layer_op, layer_operands
 from pt2e_int8.qdq import PER_CHANNEL_OPS, is_dequantize, is_dynamic_dequantize
 from pt2e_int8.quantizer import module_stack
@@ -193,6 +194,7 @@ def coverage(gm: GraphModule) -> CoverageReport:
         print(coverage(qm))              # table
         coverage(qm).to_dict()["layers"]  # rows for report.json
     """
+    require_graph(gm, "coverage")
     nodes = [n for n in gm.graph.nodes if layer_op(n) is not None]
     paths = [module_stack(n)[-1][0] if module_stack(n) else "" for n in nodes]
     groups = [(members, _row_base(members[0], path)) for members, path in _group_steps(nodes, paths)]

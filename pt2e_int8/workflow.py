@@ -18,12 +18,14 @@ from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 from pt2e_int8.bias_grid import snap_bias_to_int32_grid
+from pt2e_int8.calibration_check import check_observed_ranges
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import amend, decision_of
 from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
 from pt2e_int8.errors import CalibrationError, ConfigError
+from pt2e_int8.model_state import require_float, require_prepared
 from pt2e_int8.qat import enable_train_eval, move_to_eval
 from pt2e_int8.quantizer import Int8Quantizer
 
@@ -33,6 +35,12 @@ _PROGRESS_AFTER_S = 2.0
 
 def _default_quantizer(cfg: QuantConfig) -> Int8Quantizer:
     return Int8Quantizer().set_global(cfg)
+
+
+def _check_quantizer(quantizer, fn: str) -> None:
+    if quantizer is not None and not isinstance(quantizer, Int8Quantizer):
+        raise ConfigError(f"{fn}(quantizer=...) takes an Int8Quantizer, got {type(quantizer).__name__}: e.g. "
+                          "Int8Quantizer().set_global(QuantConfig.static()).")
 
 
 def _check_qat_flags(quantizer: Int8Quantizer, qat: bool) -> None:
@@ -74,6 +82,15 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _check_samples(batch: tuple, index: int) -> None:
+    empty = [i for i, t in enumerate(batch) if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == 0]
+    if empty:
+        raise CalibrationError(
+            f"Calibration batch {index} has no samples: input(s) {empty} have batch size 0. Observers that see "
+            "nothing give placeholder scales; drop empty batches."
+        )
+
+
 def _check_finite(batch: tuple, index: int) -> None:
     bad = [i for i, t in enumerate(batch)
            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
@@ -96,12 +113,19 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
     so that every rank holds the qparams of one process that saw all shards
     (`sync_observers`). Every rank must call it; `sync=False` keeps ranks separate.
     """
+    require_prepared(prepared, "calibrate")
+    if not hasattr(batches, "__iter__") or isinstance(batches, torch.Tensor | str | bytes):
+        raise CalibrationError(
+            f"calibration must be an iterable of batches (a list of tensors or of tuples of tensors), got "
+            f"{type(batches).__name__}. Wrap a single batch in a list: calibration=[batch]."
+        )
     total = len(batches) if hasattr(batches, "__len__") else None
     bar = _Progress("calibrating", total, progress)
     count = 0
     with torch.no_grad():
         for index, batch in enumerate(batches):
             args = as_input_tuple(batch)
+            _check_samples(args, index)
             _check_finite(args, index)
             try:
                 prepared(*args)
@@ -170,6 +194,8 @@ def quantize(
     Example:
         qm = quantize(model, (x[:32],), calibration=[(b,) for b in x.split(32)])
     """
+    require_float(model, "quantize")
+    _check_quantizer(quantizer, "quantize")
     quantizer = quantizer or _default_quantizer(QuantConfig.static())
     _check_qat_flags(quantizer, qat=False)
     needs_data = any(c.needs_calibration for c in quantizer.configs)
@@ -185,6 +211,8 @@ def quantize(
         ran = calibrate(prepared, calibration, progress=progress, sync=sync)
         if needs_data and ran == 0:
             raise CalibrationError("The calibration iterable was empty: pass at least one batch.")
+        if needs_data:
+            check_observed_ranges(prepared)
     else:
         # torchao observes weights during forward: dynamic and weight-only configs still
         # need one pass, or every weight gets placeholder qparams.
@@ -212,6 +240,8 @@ def prepare_qat(
         for xb, yb in loader: loss = F.cross_entropy(pm(xb), yb); loss.backward(); opt.step()
         qm = convert(pm)
     """
+    require_float(model, "prepare_qat")
+    _check_quantizer(quantizer, "prepare_qat")
     quantizer = quantizer or _default_quantizer(QuantConfig.qat())
     _check_qat_flags(quantizer, qat=True)
     model.train()
@@ -233,6 +263,7 @@ def convert(prepared: GraphModule) -> GraphModule:
             "cannot be folded from. Call pt2e_int8.unshard_for_convert(model) on every rank and convert "
             "its result."
         )
+    require_prepared(prepared, "convert")
     warn_if_unsynced(prepared)
     move_to_eval(prepared)
     _mark_unobserved(prepared)

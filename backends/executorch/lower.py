@@ -38,10 +38,11 @@ from backends.executorch.passes import (
 from backends.executorch.placement import leftover_qdq, place
 from backends.executorch.rejections import collect_rejections
 from backends.result import ExportResult
-from pt2e_int8.atomic import write_bytes_atomic
+from pt2e_int8.atomic import check_file_target, write_bytes_atomic
 from pt2e_int8.capture import as_input_tuple, export_model
 from pt2e_int8.coverage_report import LayerRow, coverage
-from pt2e_int8.errors import LoweringError, UserInputError
+from pt2e_int8.errors import ConfigError, LoweringError, UserInputError
+from pt2e_int8.model_state import require_exportable
 
 Delegate = Literal["xnnpack", "portable"]
 DELEGATES = ("xnnpack", "portable")
@@ -185,6 +186,10 @@ def lower_program(
     if isinstance(dynamic_shapes, str) and dynamic_shapes not in SHAPES:
         raise UserInputError(f"dynamic_shapes={dynamic_shapes!r} is not one of {SHAPES}, None (static shapes) "
                              "or a torch.export dynamic_shapes spec.")
+    require_exportable(model, "export_pte")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigError(f"max_batch={max_batch!r} must be an int >= 1: the largest batch the .pte accepts "
+                          f"(default {MAX_BATCH}).")
     args = as_input_tuple(example_inputs)
     export_shapes = "batch" if dynamic_shapes == "auto" else dynamic_shapes
     gm = _as_graph_module(model, args, export_shapes)
@@ -253,6 +258,7 @@ def export_pte(
         res = export_pte(qm, (x,), "out/model.pte")
         res.placement  # {"fc1": "int8", ...}
     """
+    check_file_target(path, "export_pte")  # before minutes of lowering
     lowered = lower_program(model, example_inputs, delegate=delegate, dynamic_shapes=dynamic_shapes,
                             max_batch=max_batch)
     placement, detail = lowered.placement(delegated=delegate == "xnnpack")

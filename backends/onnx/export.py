@@ -41,10 +41,11 @@ from backends.onnx.placement import place_layers
 from backends.onnx.recompose_recurrent import FUSED_DETAIL, recompose_recurrent
 from backends.onnx.translations import TRANSLATIONS
 from backends.result import ExportResult
-from pt2e_int8.atomic import atomic_path
+from pt2e_int8.atomic import atomic_path, check_file_target
 from pt2e_int8.capture import as_input_tuple, export_model
 from pt2e_int8.coverage_report import coverage
 from pt2e_int8.errors import ConfigError, LoweringError, Pt2eInt8Error
+from pt2e_int8.model_state import require_exportable
 from pt2e_int8.ops import layer_op
 
 # Opset 20: what torch.onnx's dynamo exporter writes natively (no version conversion), with
@@ -156,6 +157,8 @@ def export_onnx(
         res = export_onnx(qm, (x,), "out/model.onnx")
         res.placement  # {"fc1": "int8", ...}
     """
+    require_exportable(model, "export_onnx")
+    check_file_target(path, "export_onnx")  # before the export
     if style not in STYLES:
         raise ConfigError(f"style={style!r} is not one of {STYLES}.")
     if weight_dtype not in WEIGHT_DTYPES:

@@ -30,13 +30,16 @@ def layer_rows(coverage, results: dict) -> list[dict]:
 
 
 def build_report(*, model: str, scheme: str, example_inputs: list, coverage, results: dict,
-                 parity: dict, versions: dict, speed: dict | None = None) -> dict:
+                 parity: dict, versions: dict, speed: dict | None = None,
+                 failed: dict | None = None) -> dict:
     """The report as a JSON-ready dict.
 
     Args:
         results: format name -> ExportResult.
         parity: format name -> {"vs_quantized_graph": [OutputParity dicts], "vs_float": [...] or None}.
         speed: format name -> int8 / float latency on the building machine (app/speed_check.py).
+        failed: format name -> {"error": type, "message": str, "stale_file": name of an older file
+            of that format left in the output folder, or None}, for formats that were not written.
     """
     layers = layer_rows(coverage, results)
     artifacts = {}
@@ -63,6 +66,7 @@ def build_report(*, model: str, scheme: str, example_inputs: list, coverage, res
         "layers": layers,
         "summary": {"layers": len(layers), "quantized": sum(row["quantized"] for row in layers)},
         "artifacts": artifacts,
+        "failed": failed or {},
     }
 
 
@@ -91,6 +95,9 @@ def to_markdown(report: dict) -> str:
     artifacts = [(a["path"], f"{a['size_bytes'] / 1024:.1f} KiB", f"{a['int8_layers']}/{len(report['layers'])}",
                   _fmt_parity((a["parity"] or {}).get("vs_quantized_graph")),
                   _fmt_parity((a["parity"] or {}).get("vs_float"))) for a in report["artifacts"].values()]
+    for fmt, f in report.get("failed", {}).items():  # a format that failed while the others were written
+        stale = f" `{f['stale_file']}` in this folder is from an earlier run (stale)." if f.get("stale_file") else ""
+        artifacts.append((f"{fmt}: **not written**", "", "", f"{f['error']}: {f['message'][:300]}{stale}", ""))
     lines.append(markdown_table(("file", "size", "int8 layers", "parity vs quantized graph", "parity vs float"),
                                 artifacts, right=(1, 2)))
     for a in report["artifacts"].values():
