@@ -17,6 +17,8 @@ class ExportResult:
     placement: dict[str, Placement] = field(default_factory=dict)
     # coverage row name -> the kernel it became ("xnnpack fully_connected qs8") or why it is float
     detail: dict[str, str] = field(default_factory=dict)
+    # export choices that decide how the artifact runs, e.g. the ONNX target and its int8 types
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:
