@@ -95,3 +95,21 @@ def resolve_target(target: str | OnnxTarget) -> tuple[OnnxTarget, str]:
         raise ConfigError(f"target={target!r} is not one of {', '.join(TARGET_NAMES)}. Pick the CPU family the "
                           "file will run on, or 'auto' for the building machine's; 'x86-avx2' is exact everywhere.")
     return TARGETS[target], "given"
+
+
+def drift_warning(file_target: str | None, machine: str | None = None, isa: dict[str, bool] | None = None
+                  ) -> str | None:
+    """Why a file written for `file_target` may not run exactly on this CPU (default: this one), or None.
+
+    Only an int8-weight file (x86-vnni, arm64) on an x86 CPU without VNNI is at risk: ONNX Runtime
+    then runs U8S8 with vpmaddubsw, whose int16 pair sums saturate on full-range weights.
+    """
+    if file_target not in ("x86-vnni", "arm64"):
+        return None
+    if machine is None or isa is None:
+        machine, isa = this_cpu()
+    if machine.lower() not in X86_MACHINES or any(isa.get(f) for f in _VNNI):
+        return None
+    return (f"this ONNX file was exported for {file_target} (int8 weights); on this x86 CPU without VNNI, "
+            "ONNX Runtime's U8S8 kernel saturates int16 sums and can drift by tens of output steps. "
+            "Re-export with `--target x86-avx2` (export_onnx(..., target='x86-avx2')) for a file exact on every CPU.")
