@@ -47,6 +47,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--example-inputs", metavar="FILE", help=".pt/.npz example inputs (batch first)")
     p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],
                    help="module paths (as in model.named_modules()) to leave in float")
+    p.add_argument("--target", choices=("auto", "x86-avx2", "x86-vnni", "arm64"), default="auto",
+                   help="CPUs the .onnx is for (its int8 types): auto = this machine's; x86-avx2 is exact on every CPU")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:

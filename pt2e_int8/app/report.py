@@ -45,6 +45,7 @@ def build_report(*, model: str, scheme: str, example_inputs: list, coverage, res
             "size_bytes": res.size_bytes,
             "int8_layers": sum(1 for row in layers if row["placement"].get(fmt) == "int8"),
             "parity": parity.get(fmt),
+            "options": dict(res.options),  # e.g. the ONNX target and the int8 types it chose
         }
     return {
         "tool": {"name": "pt2e-int8", "versions": versions},

@@ -121,7 +121,8 @@ def run(args) -> int:
         results = {}
         for fmt in formats:
             with steps(f"exporting model{fmt.suffix} ({fmt.describe})"):
-                results[fmt.name] = fmt.export(qm, example, str(staging / f"model{fmt.suffix}"))
+                options = {"target": args.target} if fmt.name == "onnx" else {}
+                results[fmt.name] = fmt.export(qm, example, str(staging / f"model{fmt.suffix}"), **options)
         with steps("checking parity on the example inputs"):
             quantized_ref = _run_reference(qm, example)
             step_sizes = output_steps(qm)
