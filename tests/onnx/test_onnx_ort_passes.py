@@ -113,9 +113,13 @@ def test_quantize_activation_rows_fires_and_scales_each_row(dynamic_linear):
     assert ort_kernels(model)["MatMulIntegerToFloat"] == 1  # and ONNX Runtime runs it in int8
 
 
-def test_quantize_activation_rows_leaves_static_and_other_uses(linear_static, dynamic_linear):
+def test_quantize_activation_rows_leaves_static_2d_and_other_uses(linear_static, dynamic_linear):
     model = fresh(*linear_static)
     assert not QuantizeActivationRowsPass()(model).modified
+    x2d = torch.randn(4, 32)  # rows are samples: per-tensor (one fused DynamicQuantizeMatMul) stays
+    quantizer = q.Int8Quantizer().set_global(q.QuantConfig.dynamic())
+    model = _dynamic_form(q.quantize(Linear().eval(), (x2d,), quantizer=quantizer), x2d)
+    assert counts(model)["MatMulInteger"] == 1 and not QuantizeActivationRowsPass()(model).modified
     _, qm, x = dynamic_linear
     model = _dynamic_form(qm, x)
     dql = [n for n in model.graph if n.op_type == "DynamicQuantizeLinear"][0]
