@@ -25,6 +25,8 @@ class ExportResult:
     outside_delegate: list[dict] = field(default_factory=list)
     # Choices the exporter made on the user's behalf (e.g. static shapes instead of a dynamic batch).
     notes: list[str] = field(default_factory=list)
+    # export choices that decide how the artifact runs, e.g. the ONNX target and its int8 types
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:

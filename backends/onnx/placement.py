@@ -8,7 +8,7 @@ the PyTorch node) among the kernels ONNX Runtime fused.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -49,8 +49,14 @@ def _owner(node_name: str, layer_nodes: set[str]) -> str | None:
     return max(best, key=len) if best else None
 
 
-def place_layers(path: Path, layers: Sequence) -> tuple[dict[str, str], dict[str, str]]:
-    """(placement, detail) for coverage rows `layers` in the ONNX file at `path`."""
+def place_layers(path: Path, layers: Sequence, notes: Mapping[str, str] | None = None
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+    """(placement, detail) for coverage rows `layers` in the ONNX file at `path`.
+
+    `notes` maps layer node names the exporter deliberately left in float to the reason, which
+    becomes the detail of those rows when ONNX Runtime indeed runs them in float.
+    """
+    notes = notes or {}
     graph = optimized_graph(path).graph
     # A row is several nodes when a transform unrolled one weight over time steps.
     layer_nodes = {n for row in layers for n in (row.nodes or (row.node,))}
@@ -70,7 +76,7 @@ def place_layers(path: Path, layers: Sequence) -> tuple[dict[str, str], dict[str
             placement[row.name], detail[row.name] = "int8", op
         else:
             placement[row.name] = "float"
-            why = row.reason if not row.quantized else f"ONNX Runtime runs it as float {op or 'ops'}"
+            why = row.reason if not row.quantized else notes.get(row.node) or f"ONNX Runtime runs it as float {op or 'ops'}"
             if row.scheme and row.scheme.startswith("weight-only"):
                 why = f"weight-only: int8 weights dequantized, float {op or 'MatMul'}"
             detail[row.name] = why or "float"

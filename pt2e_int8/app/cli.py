@@ -56,6 +56,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                         "XNNPACK coverage or delegate calls), batch (always dynamic), static (the example's)")
     p.add_argument("--max-batch", type=_positive, default=None, metavar="N",
                    help="largest batch a dynamic-batch .pte accepts (default 64); memory is planned for it")
+    p.add_argument("--target", choices=("auto", "x86-avx2", "x86-vnni", "arm64"), default="auto",
+                   help="CPUs the .onnx is for (its int8 types): auto = this machine's; x86-avx2 is exact on every CPU")
     _add_trust(p)
 
 

@@ -1,8 +1,8 @@
 """What this device is, for bench results: CPU model, cores, int8-relevant ISA features, runtimes.
 
-Standard library only (no torch, no pt2e_int8 imports), so it costs nothing on a board, and
-bench/run.py loads this file on its own. Linux reads /proc/cpuinfo (x86 `flags`, ARM `Features`
-and `CPU part`); elsewhere the fields it cannot see are None or False.
+Standard library only (no torch; the cpuinfo parser is backends/cpu_features.py), so it costs
+nothing on a board, and bench/run.py loads this file on its own. Linux reads /proc/cpuinfo (x86
+`flags`, ARM `Features` and `CPU part`); elsewhere the fields it cannot see are None or False.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-# ISA features that decide which int8 kernels a runtime can use, in cpuinfo spelling.
-# x86: avx2 (baseline int8 via vpmaddubsw), avx512_vnni / avx_vnni (vpdpbusd dot products),
-#      amx_int8 (tile matmul). ARM: asimd (NEON), asimddp (sdot/udot), i8mm (smmla).
-INT8_FEATURES = ("sse4_1", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
-                 "neon", "asimd", "asimddp", "i8mm", "sve", "sve2", "sme")
-# Friendlier names users search for, alongside the kernel's spelling.
-_ALIASES = {"asimddp": "dotprod", "asimd": "neon"}
+# The cpuinfo parser lives in the backends layer (standard library only), which also picks kernels from it.
+from backends.cpu_features import ALIASES as _ALIASES
+from backends.cpu_features import isa_features
+from backends.cpu_features import parse_cpuinfo as _cpuinfo
+from backends.cpu_features import read_cpuinfo as _read_cpuinfo
+
 RUNTIME_DISTRIBUTIONS = ("torch", "executorch", "onnxruntime", "numpy")
 
 
@@ -52,32 +51,6 @@ def arm_hwcaps(auxv: bytes | None = None) -> list[str] | None:
 
     entries = dict(struct.iter_unpack("<QQ", auxv[: len(auxv) // 16 * 16]))
     return hwcap_features(entries.get(_AT_HWCAP, 0), entries.get(_AT_HWCAP2, 0))
-
-
-def _read_cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _cpuinfo(text: str) -> dict[str, str]:
-    info: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        if sep and key and key not in info:  # first processor block is enough
-            info[key] = value.strip()
-    return info
-
-
-def isa_features(cpuinfo: dict[str, str]) -> dict[str, bool]:
-    """The int8-relevant features, each True/False (aliases dotprod/neon included)."""
-    flags = set((cpuinfo.get("flags") or cpuinfo.get("features") or "").split())
-    found = {f: f in flags for f in INT8_FEATURES}
-    for kernel_name, alias in _ALIASES.items():
-        found[alias] = found.get(alias, False) or found[kernel_name]
-    return found
 
 
 # Arm "CPU part" codes (implementer 0x41) of cores common on boards and phones: ARM Linux

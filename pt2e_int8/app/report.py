@@ -56,6 +56,7 @@ def build_report(*, model: str, scheme: str, example_inputs: list, coverage, res
             "outside_delegate": list(getattr(res, "outside_delegate", None) or []),
             "notes": list(getattr(res, "notes", None) or []),
             "latency_vs_float_here": (speed or {}).get(fmt),
+            "options": dict(res.options),  # e.g. the ONNX target and the int8 types it chose
         }
     return {
         "tool": {"name": "pt2e-int8", "versions": versions},

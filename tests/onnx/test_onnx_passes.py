@@ -134,6 +134,24 @@ def test_rewrite_linear_as_gemm_fires_and_is_exact(linear_3d):
     assert fused["QGemm"] == 1 and fused["Add"] == 0, fused
 
 
+def test_rewrite_linear_as_gemm_takes_a_float_bias(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 32)
+    cfg = q.QuantConfig.static(quantize_bias=False)
+    qm = q.quantize(Linear().eval(), (x,), calibration=[(x,)], quantizer=q.Int8Quantizer().set_global(cfg))
+    model = fresh(qm, x)
+    FoldWeightTransposePass()(model)
+    ref = run(model, x)
+    assert RewriteLinearAsGemmPass()(model).modified
+    c = counts(model)
+    assert c["Gemm"] == 1 and c["MatMul"] == c["Add"] == 0, c
+    np.testing.assert_array_equal(run(model, x), ref)
+    from backends.onnx import export_onnx
+
+    res = export_onnx(qm, (x,), tmp_path / "float_bias.onnx")
+    assert res.detail["fc"].endswith("QGemm"), res.detail  # still one fused int8 kernel, bias included
+
+
 def test_rewrite_linear_as_gemm_leaves_dynamic_and_weight_only(linear_3d_dynamic, linear_2d_weight_only):
     for qm, x in (linear_3d_dynamic, linear_2d_weight_only):
         model = fresh(qm, x)

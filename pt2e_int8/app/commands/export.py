@@ -89,13 +89,16 @@ def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
         return q.quantize(loaded.module, example, calibration=calibration, quantizer=quantizer, progress=True)
 
 
-def shape_options(fmt: str, args) -> dict:
-    """--shapes / --max-batch as the exporter's keywords (max_batch and "auto" are .pte-only)."""
+def export_options(fmt: str, args) -> dict:
+    """--shapes / --max-batch / --target as the exporter's keywords (max_batch and "auto" shapes are
+    .pte-only, the target is ONNX-only)."""
     shapes = getattr(args, "shapes", "auto")
     value = None if shapes == "static" else shapes if fmt == "pte" else "batch"
     options = {"dynamic_shapes": value}
     if fmt == "pte" and getattr(args, "max_batch", None):
         options["max_batch"] = args.max_batch
+    if fmt == "onnx":
+        options["target"] = getattr(args, "target", "auto")
     return options
 
 
@@ -121,7 +124,7 @@ def _speed_against_float(formats, results, float_model, example, args, steps) ->
     with steps("timing each artifact against its float export on this machine"):
         for fmt in formats:
             ratio = speed_check.int8_vs_float(fmt.export, float_model, example, results[fmt.name].path,
-                                              shape_options(fmt.name, args))
+                                              export_options(fmt.name, args))
             if ratio is None:
                 continue
             ratios[fmt.name] = round(ratio, 3)
@@ -193,7 +196,7 @@ def run(args) -> int:
             target = staging / f"model{fmt.suffix}"
             try:
                 with steps(f"exporting model{fmt.suffix} ({fmt.describe})"):
-                    results[fmt.name] = fmt.export(qm, example, str(target), **shape_options(fmt.name, args))
+                    results[fmt.name] = fmt.export(qm, example, str(target), **export_options(fmt.name, args))
             except Exception as e:  # noqa: BLE001  (one format failing must not lose the others)
                 target.unlink(missing_ok=True)
                 failed[fmt.name] = e
