@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,8 +20,9 @@ from typing import Literal
 import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir import EdgeProgramManager, to_edge_transform_and_lower
-from torch.export import Dim
+from torch.export import Dim, ExportedProgram
 from torch.fx import GraphModule
+from torch.fx.passes.infra.pass_base import PassBase
 
 from backends.executorch.passes import (
     DecomposeQuantOpsPass,
@@ -95,8 +97,10 @@ def _export(gm: GraphModule, args: tuple, dynamic_shapes, max_batch: int):
     return export_model(gm, args, dynamic_shapes, check_inputs=False)
 
 
-def _lower(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_shapes, max_batch: int):
+def _lower(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_shapes, max_batch: int, program_hook=None):
     ep = _export(gm, args, dynamic_shapes, max_batch)
+    if program_hook is not None:
+        ep = program_hook(ep)
     partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
     with collect_rejections() as rejections:
         try:
@@ -131,17 +135,26 @@ def lower_program(
     delegate: Delegate = "xnnpack",
     dynamic_shapes="batch",
     max_batch: int = MAX_BATCH,
+    passes: Sequence[PassBase] | None = None,
+    program_hook: Callable[[ExportedProgram], ExportedProgram] | None = None,
 ) -> Lowered:
-    """Lower without writing: the edge program and what placement needs to read it."""
+    """Lower without writing: the edge program and what placement needs to read it.
+
+    `passes` replaces the delegate's pass list (the artifact debugger lowers with a changed
+    list); `program_hook` edits the exported program just before `to_edge_transform_and_lower`
+    (the debugger adds its intermediate-output taps there).
+    """
     if delegate not in DELEGATES:
         raise UserInputError(f"delegate={delegate!r} is not one of {DELEGATES}: use 'xnnpack' for int8 "
                              "kernels or 'portable' for devices without XNNPACK.")
     args = as_input_tuple(example_inputs)
     gm = _as_graph_module(model, args, dynamic_shapes)
     rows = coverage(gm).layers  # before the passes: folding a weight-only dq hides its scheme
-    manager = PassManager(xnnpack_passes() if delegate == "xnnpack" else portable_passes())
+    if passes is None:
+        passes = xnnpack_passes() if delegate == "xnnpack" else portable_passes()
+    manager = PassManager(passes)
     gm = manager.run(gm).graph_module
-    edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch)
+    edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch, program_hook)
     fired = list(manager.fired)
     left = leftover_qdq(edge.exported_program(), id(gm.graph))
     if left:
@@ -150,7 +163,7 @@ def lower_program(
         fix = PassManager([DecomposeQuantOpsPass(only=left)])
         gm = fix.run(gm).graph_module
         fired += fix.fired
-        edge, more = _lower(gm, args, delegate, dynamic_shapes, max_batch)
+        edge, more = _lower(gm, args, delegate, dynamic_shapes, max_batch, program_hook)
         rejections = {**more, **rejections}
         still = leftover_qdq(edge.exported_program(), id(gm.graph))
         if still:
