@@ -40,6 +40,11 @@ from pt2e_int8.errors import InputFileError, UserInputError
 
 # Ops between a layer node and its output that belong to the layer: its fused activation.
 _FUSED = frozenset({"Relu", "Clip"})
+# Nodes the exporter's rewrites add after a layer node, named "<layer><suffix>"
+# (passes/rewrite_dynamic_linear.py, passes/rewrite_linear_as_gemm.py).
+_EPILOGUE = ("_cast", "_rescale", "_bias", "_unflatten")
+# Int8 ops that move values without changing them, between an output Quantize and its Dequantize.
+_MOVES = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
 
 
 class _Graph:
@@ -60,17 +65,29 @@ class _Graph:
             users = self.consumers.get(tensor, [])
             quant = [u for u in users if u.op_type == "QuantizeLinear"]
             if quant:
-                deq = [u for u in self.consumers.get(quant[0].output[0], []) if u.op_type == "DequantizeLinear"]
-                return deq[0].output[0] if deq else tensor
+                return self._dequantized(quant[0].output[0]) or tensor
             if len(users) != 1:
                 return tensor
             user = users[0]
-            own = user.name.startswith(layer.name + "_") or user.op_type in _FUSED or (
+            own = user.name in {layer.name + s for s in _EPILOGUE} or user.op_type in _FUSED or (
                 user.op_type == "Add" and any(i in self.constants for i in user.input))
             if not own:
                 return tensor
             tensor = user.output[0]
         return tensor
+
+
+    def _dequantized(self, tensor: str) -> str | None:
+        """The DequantizeLinear output an int8 tensor reaches through value-preserving moves."""
+        for _ in range(8):
+            users = self.consumers.get(tensor, [])
+            deq = [u for u in users if u.op_type == "DequantizeLinear"]
+            if deq:
+                return deq[0].output[0]
+            if len(users) != 1 or users[0].op_type not in _MOVES:
+                return None
+            tensor = users[0].output[0]
+        return None
 
 
 def _kernels(path: Path) -> collections.Counter:

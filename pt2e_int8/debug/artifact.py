@@ -55,11 +55,17 @@ def reference_values(gm: torch.nn.Module, points: Mapping[str, str], batch: tupl
 
 
 def fit(tap: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
-    """A tapped tensor shaped like the reference. A runtime may return an intermediate at its
-    planned upper-bound batch (ExecuTorch taps of a dynamic-batch program): the leading rows hold it."""
+    """A tapped tensor shaped like the reference, or None.
+
+    A runtime may hold the value flattened (the ONNX exporter runs a 3-D linear as a 2-D Gemm
+    between reshapes): same element count, same row-major order. Or at a planned upper-bound
+    batch: the leading rows hold it. A wrong guess cannot hide an error, only report one.
+    """
     tap = torch.as_tensor(tap).detach().float()
     if tap.shape == ref.shape:
         return tap
+    if tap.numel() == ref.numel():
+        return tap.reshape(ref.shape)
     if tap.dim() == ref.dim() and tap.shape[1:] == ref.shape[1:] and tap.shape[0] >= ref.shape[0]:
         return tap[: ref.shape[0]]
     return None

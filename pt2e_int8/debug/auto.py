@@ -65,17 +65,25 @@ class AutoResult:
     def noop(self) -> bool:
         return self.met and not self.moved
 
+    def _fmt(self, value: float) -> str:
+        """As many decimals as the target was given with (at least 4)."""
+        text = repr(float(self.target))
+        digits = max(4, len(text.split(".")[1]) if "." in text and "e" not in text else 4)
+        return f"{value:.{digits}f}"
+
     @property
     def message(self) -> str:
-        name = self.metric_name
+        name, f = self.metric_name, self._fmt
         if self.noop:
-            return (f"static int8 already meets the target ({name} {self.base_metric:.4f} >= {self.target:.4f}): "
+            return (f"static int8 already meets the target ({name} {f(self.base_metric)} >= {f(self.target)}): "
                     "no layer moved off static int8")
         kinds = {c: sum(1 for v in self.moved.values() if v == c) for c in NON_STATIC}
-        what = ", ".join(f"{n} {c}" for c, n in kinds.items() if n)
-        verdict = ">=" if self.met else "< (target NOT met; best found)"
+        what = ", ".join(f"{n} {c}" for c, n in kinds.items() if n) or "none"
+        if not self.met:
+            return (f"target not reachable: the best plan found moves {len(self.moved)} of {self.units} layers "
+                    f"({what}) and gives {name} {f(self.metric)} < {f(self.target)} (static: {f(self.base_metric)})")
         return (f"moved {len(self.moved)} of {self.units} layers off static int8 ({what}): {name} "
-                f"{self.metric:.4f} {verdict} {self.target:.4f} (static: {self.base_metric:.4f}); "
+                f"{f(self.metric)} >= {f(self.target)} (static: {f(self.base_metric)}); "
                 f"estimated latency {self.cost:+.1%}")
 
     def to_dict(self) -> dict:

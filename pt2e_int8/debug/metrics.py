@@ -26,6 +26,11 @@ def _flatten(out) -> list[torch.Tensor]:
     return []
 
 
+def _eval_mode(model: torch.nn.Module) -> torch.nn.Module:
+    # An exported GraphModule is fixed in the mode it was exported in and refuses .eval().
+    return model if isinstance(model, torch.fx.GraphModule) else model.eval()
+
+
 def _outputs(model: torch.nn.Module, batches: list[tuple]) -> list[torch.Tensor]:
     """Each output of the model, concatenated over batches along dim 0."""
     with torch.no_grad():
@@ -41,7 +46,7 @@ def output_cosine(float_model: torch.nn.Module, inputs: Iterable) -> Metric:
         metric(qm)   # 0.9973
     """
     batches = [as_input_tuple(b) for b in inputs]
-    reference = _outputs(float_model.eval(), batches)
+    reference = _outputs(_eval_mode(float_model), batches)
 
     def metric(model: torch.nn.Module) -> float:
         got = _outputs(model, batches)
@@ -54,7 +59,7 @@ def output_cosine(float_model: torch.nn.Module, inputs: Iterable) -> Metric:
 def output_sqnr(float_model: torch.nn.Module, inputs: Iterable) -> Metric:
     """Lowest SQNR in dB over the model's outputs against the float model's."""
     batches = [as_input_tuple(b) for b in inputs]
-    reference = _outputs(float_model.eval(), batches)
+    reference = _outputs(_eval_mode(float_model), batches)
 
     def metric(model: torch.nn.Module) -> float:
         got = _outputs(model, batches)

@@ -10,6 +10,7 @@ step succeeded, so a failed run leaves the user's existing files as they were.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -34,6 +35,8 @@ SCHEMES = {
 }
 DEFAULT_SCHEME = "static"
 REPORT_FILES = ["report.json", "report.md"]
+# The search ran but no plan meets the target: nothing is written (exit 1, like compare's bound).
+EXIT_TARGET_MISSED = 1
 
 
 def _example_inputs(loaded: LoadedModel, path: str | None) -> tuple:
@@ -49,7 +52,9 @@ def _example_inputs(loaded: LoadedModel, path: str | None) -> tuple:
 
 def _check_converted_flags(args, loaded: LoadedModel) -> None:
     given = [flag for flag, value in (("--scheme", args.scheme), ("--calibration", args.calibration),
-                                      ("--keep-float", args.keep_float)) if value]
+                                      ("--keep-float", args.keep_float), ("--plan", args.plan),
+                                      ("--target-metric", args.target_metric is not None),
+                                      ("--max-drop", args.max_drop is not None)) if value]
     if loaded.converted and given:
         raise ConfigError(
             f"MODEL {loaded.source} is already quantized (it has quantize/dequantize ops), so {', '.join(given)} "
@@ -57,11 +62,29 @@ def _check_converted_flags(args, loaded: LoadedModel) -> None:
         )
 
 
-def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
-    scheme = args.scheme or DEFAULT_SCHEME
-    quantizer = q.Int8Quantizer().set_global(SCHEMES[scheme]())
+def _base_quantizer(args) -> q.Int8Quantizer:
+    if args.plan:
+        if args.scheme or args.keep_float:
+            raise ConfigError("--plan already says every layer's scheme: drop --scheme / --keep-float, or drop --plan.")
+        from pt2e_int8.debug.plan import QuantPlan
+
+        return QuantPlan.load(args.plan).to_quantizer()
+    quantizer = q.Int8Quantizer().set_global(SCHEMES[args.scheme or DEFAULT_SCHEME]())
     for name in args.keep_float or []:
         quantizer.set_module_name(name, None)
+    return quantizer
+
+
+def _searching(args) -> bool:
+    return args.target_metric is not None or args.max_drop is not None
+
+
+def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps, formats):
+    """(converted model, AutoResult or None)."""
+    quantizer = _base_quantizer(args)
+    scheme = "plan" if args.plan else args.scheme or DEFAULT_SCHEME
+    if args.plan or _searching(args):  # a plan or search may mix schemes: calibrate if any is static
+        scheme = "static" if any(c.needs_calibration for c in quantizer.configs) else "dynamic"
     calibration = None
     if args.calibration and scheme != "static":
         steps.say(f"--calibration is not used by the {scheme} scheme (it needs no activation ranges)")
@@ -73,9 +96,15 @@ def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
         calibration = [example]
         steps.say("no --calibration given: calibrating on the example inputs alone; pass --calibration FILE "
                   "with a few hundred representative samples for production ranges")
+    if _searching(args):
+        from pt2e_int8.app.autosearch import search
+
+        with steps("searching the fewest layers to move off static int8"):
+            auto = search(args, loaded.module, example, calibration or [example], quantizer, formats, steps.say)
+        return auto.model, auto
     label = f"quantizing ({scheme}" + (f", {len(calibration)} calibration batches)" if calibration else ")")
     with steps(label):
-        return q.quantize(loaded.module, example, calibration=calibration, quantizer=quantizer, progress=True)
+        return q.quantize(loaded.module, example, calibration=calibration, quantizer=quantizer, progress=True), None
 
 
 def _run_reference(module, example: tuple) -> list[torch.Tensor]:
@@ -101,21 +130,25 @@ def _parity(path: Path, example: tuple, quantized_ref, float_ref, steps_per_outp
 def run(args) -> int:
     formats = parse_formats(args.format)
     out_dir = Path(args.output)
-    check_targets(out_dir, [f"model{f.suffix}" for f in formats] + REPORT_FILES)
+    check_targets(out_dir, [f"model{f.suffix}" for f in formats] + REPORT_FILES + (["plan.json"] if _searching(args) else []))
     steps = Steps(0)
     steps.say(f"loading {args.model}")
     loaded = load_model(args.model)
     _check_converted_flags(args, loaded)
     example = _example_inputs(loaded, args.example_inputs)
     steps.total = len(formats) + (1 if loaded.converted else 2)
-    float_ref = None
+    float_ref, auto = None, None
     if loaded.converted:
         steps.say("MODEL is already quantized: exporting it as is")
         qm, scheme = loaded.module, "as converted"
     else:
         float_ref = _run_reference(loaded.module.eval(), example)
-        qm = _quantize(args, loaded, example, steps)
-        scheme = args.scheme or DEFAULT_SCHEME
+        qm, auto = _quantize(args, loaded, example, steps, formats)
+        scheme = "auto" if auto is not None else "plan" if args.plan else args.scheme or DEFAULT_SCHEME
+        if auto is not None and not auto.met:
+            print(f"pt2e-int8 export: {auto.message}. Nothing was written: loosen --target-metric / --max-drop, "
+                  "or pass more representative --calibration data.", file=sys.stderr)
+            return EXIT_TARGET_MISSED
     coverage = q.coverage(qm)
     with staged_output(out_dir) as staging:
         results = {}
@@ -131,11 +164,16 @@ def run(args) -> int:
             model=args.model, scheme=scheme, example_inputs=[list(t.shape) for t in example],
             coverage=coverage, results=results, parity={name: doc for name, (doc, _) in checked.items()},
             versions=runtime_versions())
+        if auto is not None:
+            report["auto"] = auto.to_dict()
+            auto.plan.save(staging / "plan.json")
         json_name, md_name = REPORT_FILES
         write_text_atomic(staging / json_name, to_json(report))
         write_text_atomic(staging / md_name, to_markdown(report))
         written = sorted(out_dir / f.name for f in staging.iterdir())
     print(coverage)
+    if auto is not None:
+        print(auto.message)
     for name, art in report["artifacts"].items():
         print(f"{name:5} {out_dir / art['path']}  {art['size_bytes'] / 1024:.1f} KiB  "
               f"int8 layers {art['int8_layers']}/{len(report['layers'])}  {checked[name][1]}")
