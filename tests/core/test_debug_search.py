@@ -147,3 +147,14 @@ def test_moving_a_parent_module_keeps_its_children(block):
     assert placed.cheapest(("dynamic", "float"))["attn"] == "float"
     rep = run_sensitivity(placed, mode="one_on")
     assert {r.unit for r in rep.rows} == set(space.units)
+
+
+def test_layer_macs_per_sample():
+    from pt2e_int8.capture import export_model
+    from pt2e_int8.debug.cost import layer_macs
+    from pt2e_int8.ops import layer_op
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 8 * 8, 16)).eval()
+    gm = export_model(model, (torch.randn(4, 3, 8, 8),)).module()
+    macs = [layer_macs(n) for n in gm.graph.nodes if layer_op(n) is not None]
+    assert macs == [8 * 8 * 8 * 3 * 3 * 3, 8 * 8 * 8 * 16]  # per sample: the batch is symbolic
