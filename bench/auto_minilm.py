@@ -170,8 +170,8 @@ def _markdown(doc: dict, report, res) -> str:
     search = doc["search"]
     lines += [
         "",
-        f"## auto_quantize to cosine >= {doc['settings']['target']}: {search['seconds']} s, "
-        f"{search['conversions']} conversions from one calibration",
+        f"## auto_quantize to cosine >= {doc['settings']['target']}: {search['seconds']} s wall, "
+        f"{search['cpu_seconds']} s CPU, {search['conversions']} conversions from one calibration",
         "",
         f"{res.message}.",
         "",
