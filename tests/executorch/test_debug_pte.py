@@ -83,3 +83,38 @@ def test_xnnpack_reference_leaves_static_models_alone(attention):
     emulated = xnnpack_reference(case.qm)
     with torch.no_grad():
         assert torch.equal(emulated(*batches[0]), case.qm(*batches[0]))
+
+
+def test_pip_runtime_etdump_holds_no_per_op_values_inside_the_delegate(lowered, inputs, tmp_path):
+    """Why debug_pte taps instead of reading ETDump: the pip runtime's ETDump times each XNNPACK
+    kernel but records no value and no debug handle for it; the debug buffer holds only the
+    delegate call's own inputs and outputs. If a release starts logging them, this fails, and the
+    Inspector route (calculate_numeric_gap) becomes worth switching to."""
+    import logging
+
+    from executorch.devtools import Inspector, generate_etrecord
+    from executorch.runtime import Runtime
+
+    from backends.executorch.lower import lower_program
+
+    case = lowered("linear_heavy", "static")
+    x = inputs("linear_heavy", 4, seed=2)
+    low = lower_program(case.qm, (x,))
+    program = low.edge.to_executorch()
+    pte, etdump, buffer, etrecord = (tmp_path / n for n in ("m.pte", "m.etdp", "debug.bin", "etrecord.bin"))
+    pte.write_bytes(program.buffer)
+    generate_etrecord(str(etrecord), low.edge, program)
+    loaded = Runtime.get().load_program(str(pte), enable_etdump=True, debug_buffer_size=1 << 20)
+    loaded.load_method("forward").execute([x])
+    loaded.write_etdump_result_to_file(str(etdump), str(buffer))
+    logging.disable(logging.WARNING)
+    try:
+        inspector = Inspector(etdump_path=str(etdump), etrecord=str(etrecord), debug_buffer_path=str(buffer))
+    finally:
+        logging.disable(logging.NOTSET)
+    events = [e for block in inspector.event_blocks for e in block.events]
+    kernels = [e for e in events if e.is_delegated_op]
+    assert kernels, "ETDump recorded no XNNPACK kernel events at all"
+    assert all(not e.debug_data and e.debug_handles is None for e in kernels), [e.name for e in kernels]
+    call = next(e for e in events if e.name == "DELEGATE_CALL")
+    assert [tuple(t.shape) for t in call.debug_data] == [tuple(x.shape), (4, 10)]  # its input and output only
