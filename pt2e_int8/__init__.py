@@ -21,6 +21,13 @@ _EXPORTS = {
     "CoverageReport": "pt2e_int8.coverage_report",
     "LayerRow": "pt2e_int8.coverage_report",
     "coverage": "pt2e_int8.coverage_report",
+    "AutoResult": "pt2e_int8.debug.auto",
+    "auto_quantize": "pt2e_int8.debug.auto",
+    "LayerErrorReport": "pt2e_int8.debug.numeric",
+    "layer_errors": "pt2e_int8.debug.numeric",
+    "QuantPlan": "pt2e_int8.debug.plan",
+    "SensitivityReport": "pt2e_int8.debug.sensitivity",
+    "sensitivity": "pt2e_int8.debug.sensitivity",
     "CalibrationError": "pt2e_int8.errors",
     "ConfigError": "pt2e_int8.errors",
     "DistributedError": "pt2e_int8.errors",
@@ -59,6 +66,10 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pt2e_int8.config import QuantConfig  # noqa: F401
     from pt2e_int8.coverage_report import CoverageReport, LayerRow, coverage  # noqa: F401
+    from pt2e_int8.debug.auto import AutoResult, auto_quantize  # noqa: F401
+    from pt2e_int8.debug.numeric import LayerErrorReport, layer_errors  # noqa: F401
+    from pt2e_int8.debug.plan import QuantPlan  # noqa: F401
+    from pt2e_int8.debug.sensitivity import SensitivityReport, sensitivity  # noqa: F401
     from pt2e_int8.distributed import sync_observers, wrap_ddp  # noqa: F401
     from pt2e_int8.errors import (  # noqa: F401
         CalibrationError,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,8 +26,9 @@ from typing import Literal
 import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir import EdgeProgramManager, to_edge_transform_and_lower
-from torch.export import Dim
+from torch.export import Dim, ExportedProgram
 from torch.fx import GraphModule
+from torch.fx.passes.infra.pass_base import PassBase
 
 from backends.executorch.delegation import Partitioning, partitioning
 from backends.executorch.passes import (
@@ -108,8 +110,10 @@ def _export(gm: GraphModule, args: tuple, dynamic_shapes, max_batch: int):
     return export_model(gm, args, dynamic_shapes, check_inputs=False)
 
 
-def _lower(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_shapes, max_batch: int):
+def _lower(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_shapes, max_batch: int, program_hook=None):
     ep = _export(gm, args, dynamic_shapes, max_batch)
+    if program_hook is not None:
+        ep = program_hook(ep)
     partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
     with collect_rejections() as rejections:
         try:
@@ -138,18 +142,18 @@ def _warn_if_specialized(ep, dynamic_shapes) -> None:
 
 
 def _lower_runnable(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_shapes, max_batch: int,
-                    fired: list[str]):
+                    fired: list[str], program_hook=None):
     """Lower; q/dq the partitioner left outside become aten arithmetic (the pip runtime has no
     quantized_decomposed kernels, so the program would fail to load). Returns the edge program,
     the graph it came from, reasons by exported-graph node, and how the program is split."""
-    edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch)
+    edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch, program_hook)
     by_source = rejections.by_source(id(gm.graph))
     left = leftover_qdq(edge.exported_program(), id(gm.graph))
     if left:
         fix = PassManager([DecomposeQuantOpsPass(only=left)])
         gm = fix.run(gm).graph_module
         fired += fix.fired
-        edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch)
+        edge, rejections = _lower(gm, args, delegate, dynamic_shapes, max_batch, program_hook)
         by_source = {**rejections.by_source(id(gm.graph)), **by_source}
         still = leftover_qdq(edge.exported_program(), id(gm.graph))
         if still:
@@ -172,8 +176,14 @@ def lower_program(
     delegate: Delegate = "xnnpack",
     dynamic_shapes="auto",
     max_batch: int = MAX_BATCH,
+    passes: Sequence[PassBase] | None = None,
+    program_hook: Callable[[ExportedProgram], ExportedProgram] | None = None,
 ) -> Lowered:
     """Lower without writing: the edge program and what placement needs to read it.
+
+    `passes` replaces the delegate's pass list (the artifact debugger lowers with a changed
+    list); `program_hook` edits the exported program just before `to_edge_transform_and_lower`
+    (the debugger adds its intermediate-output taps there).
 
     `dynamic_shapes="auto"` lowers with a dynamic batch and, when that leaves ops outside
     XNNPACK or splits the graph into several delegate calls, also with static shapes; the
@@ -194,16 +204,18 @@ def lower_program(
     export_shapes = "batch" if dynamic_shapes == "auto" else dynamic_shapes
     gm = _as_graph_module(model, args, export_shapes)
     rows = coverage(gm).layers  # before the passes: folding a weight-only dq hides its scheme
-    manager = PassManager(xnnpack_passes() if delegate == "xnnpack" else portable_passes())
+    if passes is None:
+        passes = xnnpack_passes() if delegate == "xnnpack" else portable_passes()
+    manager = PassManager(passes)
     gm = manager.run(gm).graph_module
     fired = list(manager.fired)
     first = "batch" if dynamic_shapes == "auto" else dynamic_shapes
     trial = copy.deepcopy(gm) if dynamic_shapes == "auto" and delegate == "xnnpack" else gm
-    edge, lowered_gm, by_source, split = _lower_runnable(trial, args, delegate, first, max_batch, fired)
+    edge, lowered_gm, by_source, split = _lower_runnable(trial, args, delegate, first, max_batch, fired, program_hook)
     shapes, notes = _describe_shapes(edge.exported_program(), max_batch), []
     if dynamic_shapes == "auto" and delegate == "xnnpack" and not split.clean:
         fired_static: list[str] = []
-        static = _lower_runnable(gm, args, delegate, None, max_batch, fired_static)
+        static = _lower_runnable(gm, args, delegate, None, max_batch, fired_static, program_hook)
         static_split = static[3]
         if static_split.cost() < split.cost():
             note = (f"a dynamic batch gave {split.describe()}; static shapes give {static_split.describe()}, "

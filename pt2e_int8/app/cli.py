@@ -1,4 +1,4 @@
-"""The `pt2e-int8` command: export, bench, compare, demo.
+"""The `pt2e-int8` command: export, bench, compare, debug, demo.
 
 Exit status (README, "Command line"): 0 success; 2 bad input or usage, with one paragraph naming the
 problem and the fix (a traceback only with --debug); 1 anything else, or a broken
@@ -58,6 +58,16 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                    help="largest batch a dynamic-batch .pte accepts (default 64); memory is planned for it")
     p.add_argument("--target", choices=("auto", "x86-avx2", "x86-vnni", "arm64"), default="auto",
                    help="CPUs the .onnx is for (its int8 types): auto = this machine's; x86-avx2 is exact on every CPU")
+    p.add_argument("--plan", metavar="FILE", help="a per-layer plan (plan.json from --target-metric) to quantize with")
+    auto = p.add_mutually_exclusive_group()
+    auto.add_argument("--target-metric", type=float, metavar="X",
+                      help="search: move the fewest layers off static int8 until --metric reaches X")
+    auto.add_argument("--max-drop", type=_non_negative_float, metavar="D",
+                      help="search: as --target-metric, with X = the float model's --metric minus D")
+    p.add_argument("--metric", choices=("cosine", "sqnr"), default="cosine",
+                   help="search metric: outputs vs the float model's on --eval-inputs (default cosine)")
+    p.add_argument("--eval-inputs", metavar="FILE", help=".pt/.npz inputs the search measures on "
+                   "(default: the calibration batches; pass held-out data)")
     _add_trust(p)
 
 
@@ -65,6 +75,24 @@ def _add_trust(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-model-file", action="store_true",
                    help="load a .pt2 MODEL with everything torch.export.load would run from it (pickled "
                         "objects, shape expressions): only for files you trust like a script")
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="the float model: a .pt2 or path/file.py:function")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for debug.json and debug.png")
+    p.add_argument("--scheme", choices=("static", "dynamic", "weight-only"), default=None,
+                   help="int8 scheme to debug (default: static)")
+    p.add_argument("--plan", metavar="FILE", help="a per-layer plan (plan.json) instead of --scheme")
+    p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],
+                   help="module paths to leave in float")
+    p.add_argument("--calibration", metavar="FILE", help=".pt/.npz calibration batches")
+    p.add_argument("--example-inputs", metavar="FILE", help=".pt/.npz example inputs (batch first)")
+    p.add_argument("--inputs", metavar="FILE", help=".pt/.npz inputs to measure on (default: the calibration batches)")
+    p.add_argument("--artifacts", metavar="FORMATS", default=None,
+                   help="also read each layer's output from these artifacts, e.g. pte,onnx")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also measure the output cosine with each layer alone moved off static int8")
+    _add_trust(p)
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -100,6 +128,8 @@ COMMANDS: dict[str, Command] = {
     "bench": Command("latency of .pte / .onnx files on this device", _add_bench, "pt2e_int8.app.commands.bench:run"),
     "compare": Command("numerical parity of artifacts against the PyTorch reference", _add_compare,
                        "pt2e_int8.app.commands.compare:run"),
+    "debug": Command("per-layer error table, artifact divergence and sensitivity of a model's int8 version",
+                     _add_debug, "pt2e_int8.app.commands.debug:run"),
     "demo": Command("train, quantize (PTQ static, dynamic, QAT), export, run and bench a digits classifier",
                     _add_demo, "pt2e_int8.app.commands.demo:run"),
 }

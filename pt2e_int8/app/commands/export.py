@@ -45,6 +45,8 @@ BACKEND_SUFFIX = {name: b.suffix for name, b in BACKENDS.items()}
 EXIT_PARTIAL = 1  # some formats written, some failed: not a full success (README, "Exit status")
 # Below this SQNR of the int8 graph against float on the example inputs, the terminal says so.
 LOW_SQNR_DB = 10.0
+# The search ran but no plan meets the target: nothing is written (exit 1, like compare's bound).
+EXIT_TARGET_MISSED = 1
 
 
 def _example_inputs(loaded: LoadedModel, path: str | None) -> tuple:
@@ -60,7 +62,9 @@ def _example_inputs(loaded: LoadedModel, path: str | None) -> tuple:
 
 def _check_converted_flags(args, loaded: LoadedModel) -> None:
     given = [flag for flag, value in (("--scheme", args.scheme), ("--calibration", args.calibration),
-                                      ("--keep-float", args.keep_float)) if value]
+                                      ("--keep-float", args.keep_float), ("--plan", args.plan),
+                                      ("--target-metric", args.target_metric is not None),
+                                      ("--max-drop", args.max_drop is not None)) if value]
     if loaded.converted and given:
         raise ConfigError(
             f"MODEL {loaded.source} is already quantized (it has quantize/dequantize ops), so {', '.join(given)} "
@@ -68,11 +72,29 @@ def _check_converted_flags(args, loaded: LoadedModel) -> None:
         )
 
 
-def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
-    scheme = args.scheme or DEFAULT_SCHEME
-    quantizer = q.Int8Quantizer().set_global(SCHEMES[scheme]())
+def _base_quantizer(args) -> q.Int8Quantizer:
+    if args.plan:
+        if args.scheme or args.keep_float:
+            raise ConfigError("--plan already says every layer's scheme: drop --scheme / --keep-float, or drop --plan.")
+        from pt2e_int8.debug.plan import QuantPlan
+
+        return QuantPlan.load(args.plan).to_quantizer()
+    quantizer = q.Int8Quantizer().set_global(SCHEMES[args.scheme or DEFAULT_SCHEME]())
     for name in args.keep_float or []:
         quantizer.set_module_name(name, None)
+    return quantizer
+
+
+def _searching(args) -> bool:
+    return args.target_metric is not None or args.max_drop is not None
+
+
+def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps, formats):
+    """(converted model, AutoResult or None)."""
+    quantizer = _base_quantizer(args)
+    scheme = "plan" if args.plan else args.scheme or DEFAULT_SCHEME
+    if args.plan or _searching(args):  # a plan or search may mix schemes: calibrate if any is static
+        scheme = "static" if any(c.needs_calibration for c in quantizer.configs) else "dynamic"
     calibration = None
     if args.calibration and scheme != "static":
         steps.say(f"--calibration is not used by the {scheme} scheme (it needs no activation ranges)")
@@ -84,9 +106,15 @@ def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
         calibration = [example]
         steps.say("no --calibration given: calibrating on the example inputs alone; pass --calibration FILE "
                   "with a few hundred representative samples for production ranges")
+    if _searching(args):
+        from pt2e_int8.app.autosearch import search
+
+        with steps("searching the fewest layers to move off static int8"):
+            auto = search(args, loaded.module, example, calibration or [example], quantizer, formats, steps.say)
+        return auto.model, auto
     label = f"quantizing ({scheme}" + (f", {len(calibration)} calibration batches)" if calibration else ")")
     with steps(label):
-        return q.quantize(loaded.module, example, calibration=calibration, quantizer=quantizer, progress=True)
+        return q.quantize(loaded.module, example, calibration=calibration, quantizer=quantizer, progress=True), None
 
 
 def export_options(fmt: str, args) -> dict:
@@ -157,7 +185,7 @@ def _warn_far_from_float(float_ref, quantized_ref) -> None:
 
 
 def _check_paths(args, formats, out_dir: Path) -> None:
-    names = [f"model{f.suffix}" for f in formats] + REPORT_FILES
+    names = [f"model{f.suffix}" for f in formats] + REPORT_FILES + (["plan.json"] if _searching(args) else [])
     check_not_inputs([(f"-o {out_dir}: output", out_dir / n) for n in names],
                      [("MODEL", model_file_of(args.model)), ("--calibration", args.calibration),
                       ("--example-inputs", args.example_inputs)])
@@ -179,14 +207,18 @@ def run(args) -> int:
                if not loaded.converted else "Pass --example-inputs FILE with the shapes and dtypes it was exported with.")
         timed = not loaded.converted and speed_check.enabled()
         steps.total = len(formats) + (1 if loaded.converted else 2) + timed  # [quantize], formats, parity, [speed]
-        float_ref = None
+        float_ref, auto = None, None
         if loaded.converted:
             steps.say("MODEL is already quantized: exporting it as is")
             qm, scheme = loaded.module, "as converted"
         else:
             float_ref = run_model(loaded.module.eval(), example, what=f"MODEL {args.model} on the example inputs", fix=fix)
-            qm = _quantize(args, loaded, example, steps)
-            scheme = args.scheme or DEFAULT_SCHEME
+            qm, auto = _quantize(args, loaded, example, steps, formats)
+            scheme = "auto" if auto is not None else "plan" if args.plan else args.scheme or DEFAULT_SCHEME
+            if auto is not None and not auto.met:  # leaves the staging folder empty: nothing changes in -o
+                print(f"pt2e-int8 export: {auto.message}. Nothing was written: loosen --target-metric / --max-drop, "
+                      "or pass more representative --calibration data.", file=sys.stderr)
+                return EXIT_TARGET_MISSED
         quantized_ref = run_model(qm, example, what=f"the quantized {args.model} on the example inputs", fix=fix)
         _warn_far_from_float(float_ref, quantized_ref)
         coverage = q.coverage(qm)
@@ -223,11 +255,16 @@ def run(args) -> int:
             failed={name: {"error": type(e).__name__, "message": str(e),
                            "stale_file": f"model{BACKEND_SUFFIX[name]}" if stale[name] else None}
                     for name, e in failed.items()})
+        if auto is not None:
+            report["auto"] = auto.to_dict()
+            auto.plan.save(staging / "plan.json")
         json_name, md_name = REPORT_FILES
         write_text_atomic(staging / json_name, to_json(report))
         write_text_atomic(staging / md_name, to_markdown(report))
         written = sorted(out_dir / f.name for f in staging.iterdir() if not f.name.startswith("."))
     print(coverage)
+    if auto is not None:
+        print(auto.message)
     for name, art in report["artifacts"].items():
         print(f"{name:5} {out_dir / art['path']}  {art['size_bytes'] / 1024:.1f} KiB  "
               f"int8 layers {art['int8_layers']}/{len(report['layers'])}  {checked[name][1]}")
