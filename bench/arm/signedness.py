@@ -152,19 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cpus = tuple(args.cpu or ("neoverse-n1", "max-nosme", "cortex-a72"))
     folders = export(args.work)
-    doc = {"command": "python -m bench.arm.signedness " + " ".join(argv if argv is not None else sys.argv[1:]),
+    doc = {"command": " ".join(["python -m bench.arm.signedness", *(argv if argv is not None else sys.argv[1:])]),
            "qemu": ArmCache(cache_root()).manifest().get("qemu"), "models": {}}
     for name, folder in folders.items():
-        report = args.work / f"{name}-check"
+        run_dir = args.work / f"{name}-check"
         try:
-            rows, check_doc = check(folder, cpus=cpus, report=report, trace_kernels=True)
+            rows, check_doc = check(folder, cpus=cpus, report=run_dir, trace_kernels=True)
         except EmulationUnavailableError as e:
             print(f"aarch64 emulation unavailable: {e}", file=sys.stderr)
             return 2
         doc["x86_cpu"] = check_doc["x86_cpu"]
         doc["models"][name] = {
             "rows": [r.__dict__ for r in rows],
-            "reference": {w: versus_reference(folder, report, w) for w in ("x86", *cpus)},
+            "reference": {w: versus_reference(folder, run_dir, w) for w in ("x86", *cpus)},
         }
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     text = report(doc, cpus)

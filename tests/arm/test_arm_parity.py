@@ -84,9 +84,11 @@ def test_digits_artifacts_match_x86(digits_folder, tmp_path):
 
 
 def test_transformer_block_matches_x86(block_folder, tmp_path):
-    rows, _ = check(block_folder, cpus=DEFAULT_CPU_MODELS, report=tmp_path)
+    """Untraced (the digits test shows the kernel families): parity is the point here. Dynamic and
+    mixed are bounded by 1 step or their own int8 error (the float pair is in the folder)."""
+    rows, _ = check(block_folder, cpus=DEFAULT_CPU_MODELS, report=tmp_path, trace_kernels=False)
     _assert_rows(rows)
-    assert {r.expect for r in rows} == {"exact", "steps"}
+    assert {r.expect for r in rows} == {"exact", "steps", "none"}
 
 
 @pytest.mark.parametrize("cpu", DEFAULT_CPU_MODELS)
