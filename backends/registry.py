@@ -27,6 +27,13 @@ def _load_pte(path, threads=None):
     return load_pte(path, threads=threads)
 
 
+def _import_pte_runtime():
+    from backends.compat.executorch import runtime_bindings
+    from backends.executorch import runtime  # noqa: F401
+
+    runtime_bindings()
+
+
 def _export_onnx(model, example_inputs, path, **kwargs):
     from backends.onnx.export import export_onnx
 
@@ -39,6 +46,10 @@ def _load_onnx(path, threads=None):
     return load_onnx(path, threads=threads)
 
 
+def _import_onnx_runtime():
+    from backends.onnx import runtime  # noqa: F401
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str  # as written in --format and in report.json placement keys
@@ -49,12 +60,16 @@ class Backend:
     load: Callable
     runtime: str  # distribution name of the runtime, for versions and install hints
     describe: str
+    # () -> None: import the runtime, so that a later `load` costs only the file
+    import_runtime: Callable
 
 
 BACKENDS: dict[str, Backend] = {
     b.name: b for b in (
-        Backend("pte", ".pte", _export_pte, _load_pte, "executorch", "ExecuTorch program, XNNPACK-delegated"),
-        Backend("onnx", ".onnx", _export_onnx, _load_onnx, "onnxruntime", "QDQ ONNX for ONNX Runtime"),
+        Backend("pte", ".pte", _export_pte, _load_pte, "executorch", "ExecuTorch program, XNNPACK-delegated",
+                _import_pte_runtime),
+        Backend("onnx", ".onnx", _export_onnx, _load_onnx, "onnxruntime", "QDQ ONNX for ONNX Runtime",
+                _import_onnx_runtime),
     )
 }
 
@@ -115,3 +130,13 @@ def load_artifact(path: str | Path, threads: int | None = None):
             f"{path}: cannot be loaded as a {backend.describe} ({type(e).__name__}: {first}). "
             f"The file is truncated, corrupt or not a {backend.suffix}; re-create it with `pt2e-int8 export`."
         ) from e
+
+
+def import_runtimes(paths) -> None:
+    """Import the runtime of each artifact's format now (e.g. while a probe runs); a runtime that is
+    not installed is left for `load_artifact` to report."""
+    for backend in {backend_of(p).name: backend_of(p) for p in paths}.values():
+        try:
+            backend.import_runtime()
+        except ImportError:
+            pass

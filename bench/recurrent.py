@@ -36,22 +36,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import pt2e_int8 as q  # noqa: E402
+from bench.arch_models import SeqClassifier  # noqa: E402
 from pt2e_int8.app.device import describe_device, summary_line  # noqa: E402
 from pt2e_int8.app.timing import latency_stats, time_interleaved  # noqa: E402
 from pt2e_int8.atomic import write_text_atomic  # noqa: E402
 from pt2e_int8.numerics import sqnr  # noqa: E402
 from pt2e_int8.transforms.decompose_recurrent import RECURRENT_TAG  # noqa: E402
-
-
-class SeqNet(nn.Module):
-    def __init__(self, cell: str, features: int, hidden: int, classes: int) -> None:
-        super().__init__()
-        self.rnn = getattr(nn, cell)(features, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, _ = self.rnn(x)
-        return self.head(y[:, -1])
 
 
 def digits_task(cell: str, epochs: int):
@@ -61,7 +51,7 @@ def digits_task(cell: str, epochs: int):
     torch.manual_seed(0)
     split = load_digits_split()
     xtr, xte = split.x_train.reshape(-1, 8, 8), split.x_test.reshape(-1, 8, 8)
-    model = SeqNet(cell, 8, 64, 10)
+    model = SeqClassifier(cell, 8, 64, 10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(epochs):
         for i in range(0, len(xtr), 64):
@@ -74,7 +64,7 @@ def digits_task(cell: str, epochs: int):
 
 def speech_task(cell: str):
     torch.manual_seed(1)
-    model = SeqNet(cell, 40, 128, 12).eval()
+    model = SeqClassifier(cell, 40, 128, 12).eval()
     gen = torch.Generator().manual_seed(2)
     cal = [(torch.randn(16, 49, 40, generator=gen),) for _ in range(4)]
     return model, cal, torch.randn(64, 49, 40, generator=gen), None

@@ -43,10 +43,17 @@ def export_and_run(name: str, gm, example_inputs: tuple, eval_inputs: tuple, out
     }
 
 
-def run_in_chunks(program, inputs: tuple, chunk: int = 64) -> torch.Tensor:
-    """A .pte plans memory for a bounded batch (export_pte's max_batch): feed it in chunks."""
-    parts = zip(*(t.split(chunk) for t in inputs), strict=True)
-    return torch.cat([program.run(list(p))[0] for p in parts])
+def run_in_chunks(program, inputs: tuple) -> torch.Tensor:
+    """A .pte takes a bounded batch (a dynamic batch up to export_pte's max_batch) or exactly the
+    example's batch (static shapes, which export_pte picks when a dynamic batch would cost XNNPACK
+    coverage): feed it chunks of the batch it takes, the last one padded."""
+    chunk = program.input_specs()[0].shape[0]
+    outs = []
+    for part in zip(*(t.split(chunk) for t in inputs), strict=True):
+        n = part[0].shape[0]
+        padded = [torch.cat([t, t[-1:].expand(chunk - n, *t.shape[1:])]) if n < chunk else t for t in part]
+        outs.append(program.run(padded)[0][:n])
+    return torch.cat(outs)
 
 
 def save_results(out: Path, header: list[str], rows: list[list]) -> None:

@@ -26,3 +26,14 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def max_error_in_steps(reference: torch.Tensor, approx: torch.Tensor, step: float) -> float:
     """Largest absolute difference in units of the output's quantization step."""
     return (reference.detach().double() - approx.detach().double()).abs().max().item() / step
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    """A model's outputs (a tensor, or tuples / lists / dicts of them) as one flat list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, tuple | list):
+        return [t for o in out for t in flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in flatten_outputs(o)]
+    return []

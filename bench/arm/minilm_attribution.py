@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.arm.findings import write_keeping_findings
+
 REPO = Path(__file__).resolve().parents[2]
 SEQ = 64
 SCHEMES = ("float", "dynamic", "mixed")
@@ -330,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
            "x86_one_ulp": perturbation(folder, args.draws)}
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     text = report(doc)
-    md = args.out.with_suffix(".md")
-    if md.is_file() and "<!-- findings -->" in md.read_text():  # keep the hand-written findings below the tables
-        text += "\n<!-- findings -->" + md.read_text().split("<!-- findings -->", 1)[1]
-    md.write_text(text)
+    write_keeping_findings(args.out.with_suffix(".md"), text)  # the hand-written findings stay
     print(text)
     return 0
 

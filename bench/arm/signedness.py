@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.arm.findings import write_keeping_findings
+
 REPO = Path(__file__).resolve().parents[2]
 STATIC = {"u8u8": ("uint8", "uint8"), "u8s8": ("uint8", "int8"), "s8s8": ("int8", "int8"), "s8u8": ("int8", "uint8")}
 DYNAMIC = {"u8u8": "uint8", "u8s8": "int8"}
@@ -168,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     text = report(doc, cpus)
-    md = args.out.with_suffix(".md")
-    if md.is_file() and "<!-- findings -->" in md.read_text():  # keep the hand-written findings below the tables
-        text += "\n<!-- findings -->" + md.read_text().split("<!-- findings -->", 1)[1]
-    md.write_text(text)
+    write_keeping_findings(args.out.with_suffix(".md"), text)  # the hand-written findings stay
     print(text)
     return 0
 

@@ -182,9 +182,9 @@ def run_model(module: torch.nn.Module, args: tuple, *, what: str, fix: str) -> l
     Example:
         run_model(loaded.module, example, what="MODEL on the example inputs", fix="Pass --example-inputs ...")
     """
-    from pt2e_int8.app.parity import flatten_outputs
     from pt2e_int8.capture import describe_inputs
     from pt2e_int8.errors import ExampleInputsError
+    from pt2e_int8.numerics import flatten_outputs
 
     try:
         with torch.no_grad():

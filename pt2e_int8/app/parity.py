@@ -68,16 +68,6 @@ class OutputParity:
         return d
 
 
-def flatten_outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, tuple | list):
-        return [t for o in out for t in flatten_outputs(o)]
-    if isinstance(out, dict):
-        return [t for o in out.values() for t in flatten_outputs(o)]
-    return []
-
-
 def compare_outputs(reference: list[list[torch.Tensor]], candidate: list[list[torch.Tensor]],
                     steps: list[float | None]) -> list[OutputParity]:
     """Per output, over all batches (outputs concatenated along dim 0).

@@ -7,7 +7,9 @@ verifier (it checks the program, not the delegate's payload) nor an `except` can
 process that loads the file. So the child loads and runs each file first, on the inputs the command
 will use; if the child dies by a signal or hangs, the file is reported as corrupt (exit 2) and the
 command never loads it. Python-level failures are not judged here: the command meets them again
-in-process and explains them. Costs one interpreter start and one load of each runtime.
+in-process and explains them. Costs one interpreter start and one load of each runtime; `bench`
+starts the probe first and imports its own runtimes meanwhile (`start_probe`), so on a device with
+two or more cores the start-up mostly overlaps.
 
     python -m pt2e_int8.app.probe [--inputs FILE] [--arity N] [--batch N] ARTIFACT...
 """
@@ -20,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pt2e_int8.errors import InputFileError
@@ -41,6 +44,42 @@ def probe_artifacts(paths: list[str | os.PathLike], *, inputs: str | None = None
         arity: number of model inputs, to read a list of tensors in `inputs` as batches.
         first_batch_only: run only the first batch of `inputs` (what bench times).
     """
+    start_probe(paths, inputs=inputs, arity=arity, batch=batch, first_batch_only=first_batch_only,
+                timeout=timeout).wait()
+
+
+class Probe:
+    """A probe started in the background: the command imports its runtimes while the child does the
+    same, so on a multi-core device the probe adds little more than one load and one run of the file."""
+
+    def __init__(self, proc: subprocess.Popen, paths: list, inputs: str | None, batch: int, timeout: float):
+        self.proc, self.paths, self.inputs, self.batch, self.timeout = proc, paths, inputs, batch, timeout
+        self.started = time.monotonic()
+
+    def wait(self) -> None:
+        """Raise InputFileError if the child died by a signal or hung; return when it finished."""
+        left = max(self.timeout - (time.monotonic() - self.started), 0.01)
+        try:
+            stdout, stderr = self.proc.communicate(timeout=left)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            stdout, _ = self.proc.communicate()
+            raise InputFileError(
+                f"{_current(stdout or '', self.paths)}: loading and running it once did not finish in "
+                f"{self.timeout:.0f} s. The file is probably corrupt: re-create it with `pt2e-int8 export` "
+                "(set PT2E_INT8_PROBE_TIMEOUT for a huge model)."
+            ) from None
+        _judge(self.proc.returncode, stdout, stderr, self.paths, self.inputs, self.batch)
+
+    def cancel(self) -> None:
+        """Stop the child (the command failed before it needed the verdict)."""
+        self.proc.kill()
+        self.proc.communicate()
+
+
+def start_probe(paths: list[str | os.PathLike], *, inputs: str | None = None, arity: int | None = None,
+                batch: int = 1, first_batch_only: bool = False, timeout: float | None = None) -> Probe:
+    """Start the child that loads and runs `paths` once (see probe_artifacts); `.wait()` judges it."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -52,22 +91,19 @@ def probe_artifacts(paths: list[str | os.PathLike], *, inputs: str | None = None
     if first_batch_only:
         cmd += ["--first-batch-only"]
     cmd += [str(p) for p in paths]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env,
-                              timeout=timeout or TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as e:
-        current = _current(e.stdout or "", paths)
-        raise InputFileError(
-            f"{current}: loading and running it once did not finish in {timeout or TIMEOUT_S:.0f} s. The file is "
-            "probably corrupt: re-create it with `pt2e-int8 export` (set PT2E_INT8_PROBE_TIMEOUT for a huge model)."
-        ) from None
-    if _DONE in proc.stdout.splitlines():
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True, errors="replace", env=env)
+    return Probe(proc, [str(p) for p in paths], inputs, batch, timeout or TIMEOUT_S)
+
+
+def _judge(returncode: int, stdout: str, stderr: str, paths, inputs, batch) -> None:
+    if _DONE in stdout.splitlines():
         return
-    current = _current(proc.stdout, paths)
-    loaded = f"{_LOADED}{current}" in proc.stdout.splitlines()
-    how = _how(proc.returncode)
+    current = _current(stdout, paths)
+    loaded = f"{_LOADED}{current}" in stdout.splitlines()
+    how = _how(returncode)
     # The native runtime's last words ("terminate called ... what(): UnicodeDecodeError ..."), if any.
-    detail = next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if _NATIVE_ERROR.search(ln)), "")
+    detail = next((ln.strip() for ln in reversed(stderr.splitlines()) if _NATIVE_ERROR.search(ln)), "")
     detail = f": {detail[:200]}" if detail else ""
     if loaded:
         source = f"the batches of {inputs}" if inputs else f"random inputs of batch {batch}"

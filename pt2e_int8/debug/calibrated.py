@@ -26,6 +26,7 @@ from torch.fx import GraphModule
 from torchao.quantization.pt2e import DerivedObserverOrFakeQuantize, PlaceholderObserver
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+from pt2e_int8.bias_grid import snap_bias_to_int32_grid
 from pt2e_int8.capture import as_input_tuple, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.errors import CalibrationError, ConfigError
@@ -134,6 +135,7 @@ class Calibrated:
         _mark_unobserved(prepared)
         with fold_only_present_conv_kinds():  # no ~100 pattern exports per conversion
             converted = convert_pt2e(prepared)
+        snap_bias_to_int32_grid(converted)  # as workflow.convert does
         self.stats.variants += 1
         self.stats.seconds += time.perf_counter() - t0
         return converted

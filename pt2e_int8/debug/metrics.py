@@ -11,19 +11,9 @@ from collections.abc import Callable, Iterable
 import torch
 
 from pt2e_int8.capture import as_input_tuple
-from pt2e_int8.numerics import cosine, sqnr
+from pt2e_int8.numerics import cosine, flatten_outputs, sqnr
 
 Metric = Callable[[torch.nn.Module], float]
-
-
-def _flatten(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, tuple | list):
-        return [t for o in out for t in _flatten(o)]
-    if isinstance(out, dict):
-        return [t for o in out.values() for t in _flatten(o)]
-    return []
 
 
 def _eval_mode(model: torch.nn.Module) -> torch.nn.Module:
@@ -34,7 +24,7 @@ def _eval_mode(model: torch.nn.Module) -> torch.nn.Module:
 def _outputs(model: torch.nn.Module, batches: list[tuple]) -> list[torch.Tensor]:
     """Each output of the model, concatenated over batches along dim 0."""
     with torch.no_grad():
-        per_batch = [[t.detach().float() for t in _flatten(model(*b))] for b in batches]
+        per_batch = [[t.detach().float() for t in flatten_outputs(model(*b))] for b in batches]
     return [torch.cat([b[i] for b in per_batch]) for i in range(len(per_batch[0]))]
 
 

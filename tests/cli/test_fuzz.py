@@ -99,15 +99,32 @@ def _classify(paths: list[Path], **probe_kwargs) -> dict[str, str]:
     return killed
 
 
+class _KnownVerdict:
+    """Stands for a started probe whose verdict is already known."""
+
+    def __init__(self, paths, killed: dict[str, str]):
+        self.paths, self.killed = [str(p) for p in paths], killed
+
+    def wait(self) -> None:
+        for p in self.paths:
+            if p in self.killed:
+                raise InputFileError(self.killed[p])
+
+    def cancel(self) -> None:
+        pass
+
+
+def _patch_probe(monkeypatch, killed: dict[str, str]) -> None:
+    """bench / compare consult known verdicts (or none: a good file) instead of starting a child."""
+    monkeypatch.setattr("pt2e_int8.app.commands.compare.probe_artifacts",
+                        lambda paths, **kwargs: _KnownVerdict(paths, killed).wait())
+    monkeypatch.setattr("pt2e_int8.app.commands.bench.start_probe",
+                        lambda paths, **kwargs: _KnownVerdict(paths, killed))
+
+
 def _use_probe_results(monkeypatch, killed: dict[str, str]) -> None:
     """bench / compare consult the batched probe's verdicts instead of starting a child per file."""
-    def probe(paths, **kwargs):
-        for p in map(str, paths):
-            if p in killed:
-                raise InputFileError(killed[p])
-
-    for module in ("bench", "compare"):
-        monkeypatch.setattr(f"pt2e_int8.app.commands.{module}.probe_artifacts", probe)
+    _patch_probe(monkeypatch, killed)
 
 
 def test_mutated_artifacts_never_take_the_command_down(work, exported, converted_pt2, monkeypatch, capsys):
@@ -256,7 +273,7 @@ input_files = st.tuples(payloads, st.sampled_from(("pt", "pt", "npz", "junk")))
 def test_random_input_files(work, exported, converted_pt2, monkeypatch, capsys, file, command):
     """The artifact is the known-good export (no probe child needed); the input file varies."""
     _, exp = exported
-    monkeypatch.setattr(f"pt2e_int8.app.commands.{command}.probe_artifacts", lambda *a, **k: None)
+    _patch_probe(monkeypatch, {})
     path = _save(file[0], file[1], work / "fuzz_input")
     try:
         if command == "compare":
@@ -323,8 +340,7 @@ bench_or_compare = st.tuples(
 def test_random_bench_and_compare_flags(work, exported, converted_pt2, odd_paths, monkeypatch, capsys, combo):
     _, exp = exported
     command, artifacts, options, debug = combo
-    for module in ("bench", "compare"):  # only the known-good exports get this far, never a mutated file
-        monkeypatch.setattr(f"pt2e_int8.app.commands.{module}.probe_artifacts", lambda *a, **k: None)
+    _patch_probe(monkeypatch, {})  # only the known-good exports get this far, never a mutated file
     args = [command, *artifacts]
     for flag, pick in options.items():
         if command == "bench" and flag in ("--reference", "--max-steps"):

@@ -81,7 +81,7 @@ def lowered(pte_dir):
         path = pte_dir / f"{name}-{scheme}-{delegate}.pte"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = export_pte(qm, (example,), path, delegate=delegate)
+            result = export_pte(qm, (example,), path, delegate=delegate, dynamic_shapes="batch")  # run at 1 and 8
         return Case(name, model, qm, example, result, load_pte(path))
 
     return build

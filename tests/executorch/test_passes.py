@@ -257,3 +257,47 @@ def test_select_to_slice_lowers_into_one_delegate(tmp_path):
 
     res = export_pte(Head().eval(), (x,), tmp_path / "head.pte", dynamic_shapes=None)
     assert res.delegate_calls == 1 and res.outside_delegate == [], res.outside_delegate
+
+
+class _FlattenHead(torch.nn.Module):
+    """A CNN's flatten before its classifier (batch kept), and one that merges the batch."""
+
+    def __init__(self, merge_batch: bool = False):
+        super().__init__()
+        self.conv, self.fc, self.merge_batch = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4 * 6 * 6, 3), merge_batch
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        if self.merge_batch:
+            return torch.flatten(y).sum()[None] + 0 * self.fc.bias.sum()
+        return self.fc(torch.flatten(y, 1))
+
+
+def test_symbolic_reshape_fires_on_a_batch_keeping_flatten_and_leaves_a_batch_merging_one():
+    from backends.executorch.passes import ReplaceSymbolicReshapePass
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 8, 8)
+    keep = q.quantize(_FlattenHead().eval(), (x,), calibration=[(x,)])
+    after, fired = _apply(ReplaceSymbolicReshapePass(), keep)
+    assert fired
+    counts = _counts(after)
+    assert counts[aten.flatten.using_ints] == 0 and counts[aten.view.default] == _counts(keep)[aten.view.default] + 1
+    views = [n.args[1] for n in after.graph.nodes if n.target == aten.view.default]
+    assert [-1, 144] in views, views
+    with torch.no_grad():
+        assert torch.equal(keep(x), after(x))
+    merge = q.quantize(_FlattenHead(merge_batch=True).eval(), (x,), calibration=[(x,)])
+    _, fired = _apply(ReplaceSymbolicReshapePass(), merge)
+    assert not fired
+
+
+def test_dynamic_batch_flatten_stays_in_one_delegate(tmp_path):
+    from backends.executorch import export_pte
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 8, 8)
+    qm = q.quantize(_FlattenHead().eval(), (x,), calibration=[(torch.randn(4, 1, 8, 8),)])
+    res = export_pte(qm, (x,), tmp_path / "cnn.pte", dynamic_shapes="batch")
+    assert res.shapes.startswith("dynamic batch"), res.shapes
+    assert res.delegate_calls == 1 and res.outside_delegate == [], res.outside_delegate

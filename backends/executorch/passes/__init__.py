@@ -6,6 +6,7 @@ The lists below are the registration: explicit, in order (no import side effects
 from backends.executorch.passes.decompose_layer_norm import DecomposeLayerNormPass
 from backends.executorch.passes.decompose_quant_ops import DecomposeQuantOpsPass
 from backends.executorch.passes.expand_per_tensor_weight import ExpandPerTensorWeightPass
+from backends.executorch.passes.flatten_to_view import ReplaceSymbolicReshapePass
 from backends.executorch.passes.fold_bias_dequant import FoldBiasDequantPass
 from backends.executorch.passes.fold_weight_only_dequant import FoldWeightOnlyDequantPass
 from backends.executorch.passes.manager import PassManager
@@ -26,6 +27,7 @@ def xnnpack_passes() -> list:
         ExpandPerTensorWeightPass(),
         ReplaceSplitWithSlicesPass(),
         ReplaceSelectWithSlicePass(),
+        ReplaceSymbolicReshapePass(),
         DecomposeLayerNormPass(),
         ReplaceMatmulWithBmmPass(),
     ]
@@ -46,6 +48,7 @@ __all__ = [
     "ReplaceMatmulWithBmmPass",
     "ReplaceSelectWithSlicePass",
     "ReplaceSplitWithSlicesPass",
+    "ReplaceSymbolicReshapePass",
     "portable_passes",
     "xnnpack_passes",
 ]

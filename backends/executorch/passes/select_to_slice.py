@@ -29,7 +29,7 @@ def _new_shape(node: Node) -> list[int] | None:
     return shape if shape.count(-1) <= 1 else None
 
 
-def _traced_value(node) -> torch.Tensor | None:
+def traced_value(node) -> torch.Tensor | None:
     """The traced value of a tensor, looking through the q / dq nodes convert added (they have none)."""
     for _ in range(4):
         if not isinstance(node, Node):
@@ -60,7 +60,7 @@ class ReplaceSelectWithSlicePass(PassBase):
             if shape is None or not out.dtype.is_floating_point or not isinstance(index, int):
                 continue
             if index < 0:
-                val = _traced_value(source)
+                val = traced_value(source)
                 size = val.shape[dim] if isinstance(val, torch.Tensor) else None
                 if not isinstance(size, int):
                     continue

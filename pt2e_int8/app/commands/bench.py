@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 
-from backends.registry import check_artifact
+from backends.registry import check_artifact, import_runtimes
 from pt2e_int8.app.device import describe_device, summary_line
 from pt2e_int8.app.paths import check_not_inputs, check_output_file, write_output_file
-from pt2e_int8.app.probe import probe_artifacts
+from pt2e_int8.app.probe import start_probe
 from pt2e_int8.app.timing import Timing, bench_artifacts
 from pt2e_int8.text_table import text_table
 
@@ -30,14 +30,21 @@ def run(args) -> int:
         check_output_file(args.json, "--json")
         check_not_inputs([("--json", args.json)],
                          [*(("ARTIFACT", a) for a in args.artifacts), ("--inputs", args.inputs)])
-    inputs = None
-    if args.inputs:
-        from pt2e_int8.app.inputs import load_batches
+    # The child loads and runs each file before this process does: one whose runtime crashes on it is
+    # reported, not fatal. It starts first, so its start-up overlaps this process's imports below.
+    probe = start_probe(args.artifacts, inputs=args.inputs, batch=args.batch, first_batch_only=True)
+    try:
+        inputs = None
+        if args.inputs:
+            from pt2e_int8.app.inputs import load_batches
 
-        inputs = load_batches(args.inputs)[0]
-    # Before any artifact is loaded here: one whose runtime crashes on it is reported, not fatal.
-    probe_artifacts(args.artifacts, inputs=args.inputs, batch=args.batch, first_batch_only=True)
-    device = describe_device()
+            inputs = load_batches(args.inputs)[0]
+        device = describe_device()
+        import_runtimes(args.artifacts)
+    except BaseException:
+        probe.cancel()
+        raise
+    probe.wait()
     timings = bench_artifacts(args.artifacts, iters=args.iters, warmup=args.warmup, threads=args.threads,
                               inputs=inputs, batch=args.batch)
     print(f"device: {summary_line(device)}")
