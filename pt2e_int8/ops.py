@@ -204,9 +204,10 @@ INT8_OPS: dict[torch._ops.OpOverload, Int8Op] = {
     ), _SHARED),
     aten.cat.default: Int8Op("cat"),
     aten.concat.default: Int8Op("cat"),
-    aten.add.Tensor: Int8Op("elementwise", _alpha_limit),
-    aten.sub.Tensor: Int8Op("elementwise", _alpha_limit),
-    aten.mul.Tensor: Int8Op("elementwise"),
+    # (the in-place forms are what `y += x` exports to, as in torchvision's ResNet blocks)
+    **dict.fromkeys((aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor, aten.sub_.Tensor),
+                    Int8Op("elementwise", _alpha_limit)),
+    **dict.fromkeys((aten.mul.Tensor, aten.mul_.Tensor), Int8Op("elementwise")),
 }
 SHARED_QPARAM_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "shared")
 CAT_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "cat")
@@ -224,7 +225,7 @@ _GEMM_ACTIVATIONS = frozenset({
 FUSED_ACTIVATIONS: dict[torch._ops.OpOverload, frozenset] = {
     **{op: _GEMM_ACTIVATIONS for op, spec in LAYER_OPS.items()
        if spec.family in ("linear", "conv", "conv_transpose", "matmul")},
-    aten.add.Tensor: frozenset({aten.relu.default, aten.relu_.default}),
+    **dict.fromkeys((aten.add.Tensor, aten.add_.Tensor), frozenset({aten.relu.default, aten.relu_.default})),
 }
 
 

@@ -141,3 +141,30 @@ def test_residual_through_data_movement_into_norm_stays_float():
     qm = q.quantize(TransposedResidual().eval(), (x,), calibration=[(x,)])
     add = next(n for n in qm.graph.nodes if n.target == torch.ops.aten.add.Tensor)
     assert "only feeds float ops" in decision_of(add).reason
+
+
+class _InPlaceResidual(torch.nn.Module):
+    """torchvision's BasicBlock: `out += identity` (add_) and one ReLU module called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.conv2(self.relu(self.conv1(x)))
+        out += x
+        return self.relu(out)
+
+
+def test_in_place_residual_add_is_int8():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), _InPlaceResidual(), _InPlaceResidual()).eval()
+    qm = q.quantize(model, (torch.randn(2, 3, 6, 6),), calibration=[(torch.randn(2, 3, 6, 6),)])
+    adds = [n for n in qm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.add_.Tensor]
+    assert len(adds) == 2, "the model no longer exports an in-place add"
+    for add in adds:
+        assert all(is_dequantize(a) for a in add.args[:2]), f"{add.name} adds float tensors"
+        (relu,) = add.users
+        assert any(is_quantize(u) for u in relu.users), f"{add.name}'s relu output stays float"
+    assert not float_edges(qm), f"float islands: {float_edges(qm)}"
