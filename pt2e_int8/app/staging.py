@@ -149,8 +149,13 @@ def _dir_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def staged_names(stage: Path) -> list[str]:
+    """The output files written to `stage` so far (not the staging folder's own lock and journal)."""
+    return sorted(f.name for f in stage.iterdir() if f.name not in _INTERNAL and f.is_file())
+
+
 def _commit(stage: Path, out: Path) -> None:
-    names = sorted(f.name for f in stage.iterdir() if f.name not in _INTERNAL and f.is_file())
+    names = staged_names(stage)
     check_targets(out, names)
     backup = stage / _BACKUP
     backup.mkdir()

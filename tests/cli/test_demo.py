@@ -21,6 +21,8 @@ def test_demo_table_reports_and_plot(tmp_path):
         assert [v, "pte"] in cells and [v, "onnx"] in cells, proc.stdout
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "report.json", "accuracy_latency.png"} <= names
+    wrote = next(line for line in proc.stdout.splitlines() if line.startswith("wrote "))
+    assert ".lock" not in wrote and not any(n.startswith(".") for n in names), (wrote, names)
     assert {f"{v}.{f}" for v in VARIANTS for f in ("pte", "onnx")} <= names
     assert (out / "accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = json.loads((out / "report.json").read_text())

@@ -21,7 +21,7 @@ from pt2e_int8.app.commands.export import SCHEMES, _example_inputs
 from pt2e_int8.app.inputs import check_finite, load_batches
 from pt2e_int8.app.modelspec import load_model
 from pt2e_int8.app.progress import Steps
-from pt2e_int8.app.staging import check_targets, staged_output
+from pt2e_int8.app.staging import check_targets, staged_names, staged_output
 from pt2e_int8.atomic import write_text_atomic
 from pt2e_int8.errors import ConfigError, UserInputError
 
@@ -122,7 +122,7 @@ def run(args) -> int:
             layer_sqnr_plot(doc["layers"], staging / "debug.png", f"{args.model}: SQNR per layer vs float")
         except UserInputError as e:
             warnings.warn(f"debug.png not written: {e}", stacklevel=1)
-        written = sorted(out_dir / f.name for f in staging.iterdir() if not f.name.startswith("."))
+        written = [out_dir / name for name in staged_names(staging)]
     print(report)
     for rep in artifacts.values():
         print()

@@ -20,7 +20,7 @@ from pt2e_int8.app.device import describe_device, summary_line
 from pt2e_int8.app.digits import BATCH, DigitsMLP, Split, accuracy, load_digits_split, train
 from pt2e_int8.app.plot import accuracy_latency_plot
 from pt2e_int8.app.progress import Steps
-from pt2e_int8.app.staging import staged_output
+from pt2e_int8.app.staging import staged_names, staged_output
 from pt2e_int8.app.timing import latency_stats, time_interleaved
 from pt2e_int8.atomic import write_text_atomic
 from pt2e_int8.text_table import text_table
@@ -164,7 +164,7 @@ def run(args) -> int:
                               f"digits MLP on {doc['device']['cpu_model']}: accuracy vs latency (size = marker)")
         write_text_atomic(stage / "report.json", json.dumps(doc, indent=2) + "\n")
         write_text_atomic(stage / "report.md", _markdown(doc, table))
-        written = sorted(f.name for f in stage.iterdir())
+        written = staged_names(stage)
     print(f"device: {summary_line(doc['device'])}")
     print(f"float model (eager PyTorch): {100 * float_acc:.2f}% test accuracy. Latency: median of {iters} "
           f"interleaved runs at batch 1 (p90 beside it) and at batch {BATCH}")

@@ -29,7 +29,7 @@ from pt2e_int8.app.parity import compare_outputs, format_parity, output_steps
 from pt2e_int8.app.paths import check_not_inputs
 from pt2e_int8.app.progress import Steps
 from pt2e_int8.app.report import build_report, to_json, to_markdown
-from pt2e_int8.app.staging import check_targets, staged_output
+from pt2e_int8.app.staging import check_targets, staged_names, staged_output
 from pt2e_int8.atomic import write_text_atomic
 from pt2e_int8.errors import ConfigError, ExampleInputsError, LoweringError, UserInputError
 
@@ -261,7 +261,7 @@ def run(args) -> int:
         json_name, md_name = REPORT_FILES
         write_text_atomic(staging / json_name, to_json(report))
         write_text_atomic(staging / md_name, to_markdown(report))
-        written = sorted(out_dir / f.name for f in staging.iterdir() if not f.name.startswith("."))
+        written = [out_dir / name for name in staged_names(staging)]
     print(coverage)
     if auto is not None:
         print(auto.message)
