@@ -49,7 +49,7 @@ def _example_inputs(loaded: LoadedModel, path: str | None) -> tuple:
 
 def _check_converted_flags(args, loaded: LoadedModel) -> None:
     given = [flag for flag, value in (("--scheme", args.scheme), ("--calibration", args.calibration),
-                                      ("--keep-float", args.keep_float)) if value]
+                                      ("--keep-float", args.keep_float), ("--smooth", args.smooth)) if value]
     if loaded.converted and given:
         raise ConfigError(
             f"MODEL {loaded.source} is already quantized (it has quantize/dequantize ops), so {', '.join(given)} "
@@ -59,7 +59,10 @@ def _check_converted_flags(args, loaded: LoadedModel) -> None:
 
 def _quantize(args, loaded: LoadedModel, example: tuple, steps: Steps):
     scheme = args.scheme or DEFAULT_SCHEME
-    quantizer = q.Int8Quantizer().set_global(SCHEMES[scheme]())
+    if args.smooth and scheme != "static":
+        raise ConfigError(f"--smooth applies to the static scheme only (got --scheme {scheme}): drop --smooth, "
+                          "or use --scheme static.")
+    quantizer = q.Int8Quantizer().set_global(SCHEMES[scheme](**({"smooth": True} if args.smooth else {})))
     for name in args.keep_float or []:
         quantizer.set_module_name(name, None)
     calibration = None
@@ -115,7 +118,7 @@ def run(args) -> int:
     else:
         float_ref = _run_reference(loaded.module.eval(), example)
         qm = _quantize(args, loaded, example, steps)
-        scheme = args.scheme or DEFAULT_SCHEME
+        scheme = (args.scheme or DEFAULT_SCHEME) + (" + smooth" if args.smooth else "")
     coverage = q.coverage(qm)
     with staged_output(out_dir) as staging:
         results = {}
