@@ -84,6 +84,10 @@ class QuantConfig:
     # SmoothQuant migration strength s_j = max|x_j|^a / max|w_j|^(1-a): None searches a per layer
     # (0.05..0.95) by that layer's int8 error on the calibration rows; a number fixes it everywhere.
     smooth_alpha: float | None = None
+    # Also smooth inputs no op can absorb the division for (a post-LN transformer's LayerNorm output,
+    # which the residual add reads too; GELU outputs), with a float multiply before the linears:
+    # exact, more accurate, but one elementwise op per smoothed input, so off by default.
+    smooth_insert: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -102,6 +106,8 @@ class QuantConfig:
         if self.smooth and self.mode != "static":
             problems.append(f"smooth=True needs mode='static' (got {self.mode!r}): only static int8 activations "
                             "have calibrated ranges that outliers spoil")
+        if self.smooth_insert and not self.smooth:
+            problems.append("smooth_insert=True needs smooth=True")
         if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
             problems.append(f"smooth_alpha={self.smooth_alpha} must be None (searched per layer) or in [0, 1]")
         if self.is_qat and self.mode == "weight_only":

@@ -30,8 +30,14 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from pt2e_int8.calibration_stats import ActivationStats, ChannelStats
 from pt2e_int8.config import QuantConfig
-from pt2e_int8.decision import add_note
-from pt2e_int8.transforms.graph_edit import constant, replace_constant, sole_user_constant
+from pt2e_int8.decision import add_note, keep_float
+from pt2e_int8.transforms.graph_edit import (
+    add_constant,
+    constant,
+    copy_scope,
+    replace_constant,
+    sole_user_constant,
+)
 from pt2e_int8.transforms.quant_error import (
     fake_quant_activation,
     fake_quant_weight,
@@ -46,6 +52,8 @@ ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 # A rewrite that does not lower the layer's int8 error by this fraction is not worth the change.
 MIN_IMPROVEMENT = 0.05
 _S_RANGE = (2.0**-16, 2.0**16)
+KEEP_FLOAT_REASON = ("divides a linear's input channels by SmoothQuant factors; float, so the quantizer "
+                     "after it sees the smoothed range")
 
 
 @dataclass(frozen=True)
@@ -107,14 +115,16 @@ def choose_smoothing(stats: ChannelStats, weights: list[torch.Tensor], cfg: Quan
 
 
 class SmoothActivationsPass(PassBase):
-    """Migrates input-channel outliers of static linears into their weights, folding 1/s into the producer.
+    """Migrates input-channel outliers of static linears into their weights.
 
-    Fires on an op in `ABSORBERS` (LayerNorm with affine constants, linear with a constant weight)
-    whose every user is an `aten.linear` reading it as the activation, each with a constant weight
-    of its own and a static `smooth=True` config, when the searched α lowers their int8 error.
-    Leaves alone: producers with any other user (BERT's residual LayerNorm, whose output the
-    residual add also reads), producers no constant can absorb (GELU, softmax·V), shared
-    constants, non-static or non-smooth scopes, layers without statistics.
+    Fires on an activation read by `aten.linear` nodes (each with a constant weight of its own and
+    a static `smooth=True` config) when the searched α lowers their int8 error, and either
+    - its producer is in `ABSORBERS` (LayerNorm with affine constants, linear with a constant
+      weight) and those linears are its only users: 1/s is folded into the producer, no op added; or
+    - the config has `smooth_insert=True`: a float `mul(x, 1/s)` is inserted before those linears
+      (BERT's post-LN LayerNorm, whose output the residual add also reads; GELU outputs).
+    Leaves alone: activations no op can absorb without `smooth_insert`, shared constants,
+    non-static or non-smooth scopes, layers without statistics, and layers α cannot improve.
     """
 
     def __init__(self, stats: ActivationStats, config_of: Callable[[Node], QuantConfig | None]) -> None:
@@ -122,28 +132,33 @@ class SmoothActivationsPass(PassBase):
         self.stats, self.config_of = stats, config_of
 
     def call(self, gm: GraphModule) -> PassResult:
+        producers = []
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and node.target == aten.linear.default and isinstance(node.args[0], Node):
+                if node.args[0] not in producers:
+                    producers.append(node.args[0])
         modified = False
-        for node in list(gm.graph.nodes):
-            if node.op == "call_function" and node.target in ABSORBERS:
-                modified |= self._smooth(gm, node)
+        for producer in producers:
+            modified |= self._smooth(gm, producer)
         return PassResult(gm, modified)
 
-    def _consumers(self, gm: GraphModule, producer: Node) -> list[Node] | None:
-        users = list(producer.users)
-        if not users:
-            return None
-        for u in users:
+    def _smoothable(self, gm: GraphModule, producer: Node) -> list[Node]:
+        """The users of `producer` that can take s into their weight columns."""
+        found = []
+        for u in producer.users:
             if u.op != "call_function" or u.target != aten.linear.default or u.args[0] is not producer:
-                return None
+                continue
             if producer in u.args[1:] or not sole_user_constant(gm, u.args[1], u):
-                return None
+                continue
             cfg = self.config_of(u)
-            if cfg is None or not cfg.smooth or cfg.mode != "static":
-                return None
-        return users
+            if cfg is not None and cfg.smooth and cfg.mode == "static":
+                found.append(u)
+        return found
 
-    def _absorbable(self, gm: GraphModule, producer: Node) -> list[tuple[Node, bool]] | None:
-        spec = ABSORBERS[producer.target]
+    def _absorbable(self, gm: GraphModule, producer: Node, consumers: list[Node]) -> list[tuple[Node, bool]] | None:
+        spec = ABSORBERS.get(producer.target) if producer.op == "call_function" else None
+        if spec is None or set(producer.users) != set(consumers):
+            return None
         found = []
         for pos, rows in zip(spec.constants, spec.row_axis, strict=True):
             arg = producer.args[pos] if len(producer.args) > pos else None
@@ -155,24 +170,41 @@ class SmoothActivationsPass(PassBase):
         return found
 
     def _smooth(self, gm: GraphModule, producer: Node) -> bool:
-        consumers = self._consumers(gm, producer)
+        consumers = self._smoothable(gm, producer)
         stats = self.stats.of(producer)
-        if consumers is None or stats is None:
-            return False
-        absorb = self._absorbable(gm, producer)
-        if absorb is None:
+        if not consumers or stats is None:
             return False
         cfg = self.config_of(consumers[0])
+        absorb = self._absorbable(gm, producer, consumers)
+        if absorb is None and not cfg.smooth_insert:
+            return False
         weights = [constant(gm, u.args[1]) for u in consumers]
         choice = choose_smoothing(stats, weights, cfg, cfg.smooth_alpha)
         if choice.alpha is None:
             return False
         s = choice.scales
-        for arg, rows in absorb:
-            value = constant(gm, arg)
-            replace_constant(gm, arg, value / (s.to(value.dtype)[:, None] if rows else s.to(value.dtype)))
+        if absorb is not None:
+            for arg, rows in absorb:
+                value = constant(gm, arg)
+                replace_constant(gm, arg, value / (s.to(value.dtype)[:, None] if rows else s.to(value.dtype)))
+            where = f"1/s folded into {producer.name}"
+        else:
+            self._insert_division(gm, producer, consumers, s)
+            where = "1/s a float multiply before it"
         for u, w in zip(consumers, weights, strict=True):
             replace_constant(gm, u.args[1], w * s.to(w.dtype))
-            add_note(u, f"smoothed (SmoothQuant alpha={choice.alpha:.2f}, 1/s folded into {producer.name}; "
+            add_note(u, f"smoothed (SmoothQuant alpha={choice.alpha:.2f}, {where}; "
                         f"int8 error {choice.base_error:.2e} -> {choice.error:.2e})")
         return True
+
+    @staticmethod
+    def _insert_division(gm: GraphModule, producer: Node, consumers: list[Node], s: torch.Tensor) -> None:
+        first = min(consumers, key=lambda n: list(gm.graph.nodes).index(n))
+        inv = add_constant(gm, "_smooth_inverse", (1.0 / s).to(torch.float32), before=first, like=producer)
+        with gm.graph.inserting_after(inv):
+            mul = gm.graph.call_function(aten.mul.Tensor, (producer, inv))
+        mul.meta["val"] = producer.meta["val"]
+        copy_scope(first, mul)
+        keep_float(mul, KEEP_FLOAT_REASON)
+        for u in consumers:
+            u.replace_input_with(producer, mul)
