@@ -29,8 +29,8 @@ _EXPORTS = {
     "LoweringError": "pt2e_int8.errors",
     "Pt2eInt8Error": "pt2e_int8.errors",
     "UserInputError": "pt2e_int8.errors",
-    "DistillResult": "pt2e_int8.distill",
-    "distill": "pt2e_int8.distill",
+    "DistillResult": "pt2e_int8.distillation",
+    "distill": "pt2e_int8.distillation",
     "cosine": "pt2e_int8.numerics",
     "max_error_in_steps": "pt2e_int8.numerics",
     "sqnr": "pt2e_int8.numerics",
@@ -51,7 +51,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pt2e_int8.config import QuantConfig  # noqa: F401
     from pt2e_int8.coverage_report import CoverageReport, LayerRow, coverage  # noqa: F401
-    from pt2e_int8.distill import DistillResult, distill  # noqa: F401
+    from pt2e_int8.distillation import DistillResult, distill  # noqa: F401
     from pt2e_int8.errors import (  # noqa: F401
         CalibrationError,
         ConfigError,
