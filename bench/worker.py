@@ -114,19 +114,22 @@ def _runner(pipe_name: str, meta: dict, model, args):
     return lambda x: sess.run(list(x))[0]
 
 
-def _reference_steps(meta: dict, outputs: list) -> dict:
+def _reference_steps(model, data: ModelData, meta: dict, outputs: list) -> dict:
     """How far an artifact's outputs are from its PyTorch reference (the converted graph), when the
-    pipeline saved one: max |artifact - reference| in steps of an int8 grid over the reference's range."""
+    pipeline saved one: max |artifact - reference| in steps of an int8 grid over the reference's range,
+    and the reference's own quality (the PyTorch number beside the artifact's)."""
     ref_file = reference_path(Path(meta["path"])) if meta.get("path") else None
     if ref_file is None or not ref_file.exists():
         return {}
     worst, worst_abs = 0.0, 0.0
-    for out, ref in zip(outputs, torch.load(ref_file, weights_only=True), strict=True):
+    refs = torch.load(ref_file, weights_only=True)
+    for out, ref in zip(outputs, refs, strict=True):
         out = torch.as_tensor(out).reshape(ref.shape).to(ref.dtype)
         err = float((out - ref).abs().max())
         step = float(ref.max() - ref.min()) / 255 or 1.0
         worst, worst_abs = max(worst, err / step), max(worst_abs, err)
-    return {"reference_steps": round(worst, 3), "reference_max_abs": worst_abs}
+    return {"reference_steps": round(worst, 3), "reference_max_abs": worst_abs,
+            "reference_quality": model.quality(refs, data)}
 
 
 def cmd_measure(args) -> None:
@@ -152,7 +155,7 @@ def _measure(model, data: ModelData, runtime: str, pipelines: list[str], args) -
         try:
             run = _runner(name, meta, model, args)
             outputs = [run(x) for x in data.eval_inputs]
-            rows[name] = {"quality": model.quality(outputs, data), **_reference_steps(meta, outputs)}
+            rows[name] = {"quality": model.quality(outputs, data), **_reference_steps(model, data, meta, outputs)}
             runners[name] = run
         except Exception as e:  # noqa: BLE001
             rows[name] = {"error": f"running it: {_error(e)}"}
