@@ -17,7 +17,7 @@ from bench.report import check_targets
 REPO = Path(__file__).resolve().parents[2]
 ROW_KEYS = {"model", "pipeline", "label", "runtime", "origin", "anchor", "ok", "error", "size_mb", "quality",
             "median_ms", "p90_ms", "ratio_vs_runtime_float", "ratio_vs_stock_float_pte", "export_wall_s",
-            "peak_rss_mb", "stages", "notes"}
+            "peak_rss_mb", "stages", "notes", "reference_quality", "reference_steps"}
 # Rows that do not depend on our backends: a harness bug, not a backend bug, if one fails.
 ANCHORS = {"float_eager", "float_pte", "stock_static_pte", "stock_dynamic_pte", "float_onnx", "ort_static",
            "ort_static_matmul", "ort_dynamic", "ort_dynamic_pc"}
