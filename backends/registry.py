@@ -83,13 +83,23 @@ def backend_of(path: str | Path) -> Backend:
     )
 
 
+def check_artifact(path: str | Path) -> Backend:
+    """The backend of an artifact that exists as a regular file; InputFileError otherwise."""
+    path = Path(path)
+    backend = backend_of(path)
+    if not path.exists():
+        raise InputFileError(
+            f"{path}: no such file. Pass the path of a {backend.suffix} written by `pt2e-int8 export`.")
+    if not path.is_file():  # a directory, FIFO or device: reading it fails or blocks
+        raise InputFileError(
+            f"{path} is not a regular file. Pass the path of a {backend.suffix} written by `pt2e-int8 export`.")
+    return backend
+
+
 def load_artifact(path: str | Path, threads: int | None = None):
     """Load a .pte / .onnx with its runtime; a missing, truncated or corrupt file is an InputFileError."""
     path = Path(path)
-    backend = backend_of(path)
-    if not path.is_file():
-        raise InputFileError(
-            f"{path}: no such file. Pass the path of a {backend.suffix} written by `pt2e-int8 export`.")
+    backend = check_artifact(path)
     try:
         return backend.load(str(path), threads=threads)
     except InputFileError:

@@ -125,11 +125,14 @@ def ort_static(float_path: Path, path: Path, calibration: list[tuple], stage, no
                  + (f", SmoothQuant alpha {smooth_quant_alpha} (INC 2.6)" if extra else ""))
 
 
-def ort_dynamic(float_path: Path, path: Path, stage, notes: list[str], *, per_channel: bool) -> None:
+def ort_dynamic(float_path: Path, path: Path, stage, notes: list[str], *, per_channel: bool,
+                preprocess: bool = True) -> None:
     from onnxruntime.quantization import quantize_dynamic
 
-    with stage("preprocess"):
-        src = _preprocess(float_path, path.with_suffix(".pre.onnx"), notes)
+    src = float_path
+    if preprocess:
+        with stage("preprocess"):
+            src = _preprocess(float_path, path.with_suffix(".pre.onnx"), notes)
     with stage("quantize"):
         quantize_dynamic(str(src), str(path), per_channel=per_channel)
     notes.append("per-channel" if per_channel else "per-tensor (the default)")

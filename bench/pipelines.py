@@ -204,16 +204,27 @@ def _ours_pte(scheme: str, dynamic_shapes=PTE_DYNAMIC_SHAPES) -> Callable[[Ctx],
     return run
 
 
+def _onnx_notes(ctx: Ctx, res) -> None:
+    """Layers in int8, the target export_onnx chose (and why), and why any quantized layer runs in float."""
+    _placement_note(ctx, res)
+    opts = res.options
+    if opts:
+        ctx.notes.append(f"target {opts['target']} ({opts['target_reason']}): {opts['weight_dtype']} weights, "
+                         f"{opts['dynamic_act']} dynamic activations")
+    reasons = sorted({d for k, d in res.detail.items() if res.placement.get(k) == "float" and "ONNX Runtime" in d})
+    ctx.notes += [f"float: {r}" for r in reasons]
+
+
 def _ours_onnx(scheme: str, **options) -> Callable[[Ctx], Path]:
     def run(ctx: Ctx) -> Path:
         from backends.onnx import export_onnx
 
-        qm = _ours_quantized(ctx, scheme)
+        qm = _ours_quantized(ctx, scheme) if scheme != "float" else ctx.float_model()
         suffix = "".join(f"_{k}_{v}" for k, v in options.items())
         with ctx.stage("export"):
             res = export_onnx(qm, ctx.data.example, ctx.artifact(f"ours_{scheme}{suffix}", "onnx"), **options)
         save_reference(ctx, qm, res.path)
-        _placement_note(ctx, res)
+        _onnx_notes(ctx, res)
         return res.path
 
     return run
@@ -309,6 +320,9 @@ def _ort(kind: str) -> Callable[[Ctx], Path]:
         elif kind == "static_matmul":
             anchors.ort_static(src, path, ctx.data.calibration_singles(), ctx.stage, ctx.notes,
                                op_types=["MatMul", "Gemm"])
+        elif kind == "dynamic_pc_ortopt":  # ORT's transformer recipe: optimize, then quantize
+            anchors.ort_dynamic(ctx.artifact("float_ortopt", "onnx"), path, ctx.stage, ctx.notes, per_channel=True,
+                                preprocess=False)
         else:
             anchors.ort_dynamic(src, path, ctx.stage, ctx.notes, per_channel=kind == "dynamic_pc")
         return path
@@ -325,6 +339,9 @@ register("ort_static_matmul", "ORT quantize_static (QDQ, per-channel, MatMul/Gem
 register("ort_dynamic", "ORT quantize_dynamic", "onnxruntime", "ort", needs=("float_onnx",))(_ort("dynamic"))
 register("ort_dynamic_pc", "ORT quantize_dynamic (per-channel)", "onnxruntime", "ort",
          needs=("float_onnx",))(_ort("dynamic_pc"))
+register("ort_dynamic_pc_ortopt", "ORT transformer optimizer, then quantize_dynamic (per-channel)", "onnxruntime",
+         "ort", needs=("float_onnx_ortopt",), models=("minilm",))(_ort("dynamic_pc_ortopt"))
+# export_onnx's defaults: target="auto" (this machine's int8 types), per-row dynamic activations.
 register("ours_static_onnx", f"ours int8 static ({STATIC_OBSERVER}) ONNX", "onnxruntime", "ours")(_ours_onnx("static"))
 register("ours_dynamic_onnx", "ours int8 dynamic ONNX", "onnxruntime", "ours")(_ours_onnx("dynamic"))
 register("ours_qat_onnx", "ours int8 QAT ONNX", "onnxruntime", "ours", qat_only=True)(_ours_onnx("qat"))
@@ -336,8 +353,14 @@ register("ours_smooth_insert_onnx", "ours int8 static + smooth, multiplies inser
          "onnxruntime", "ours", models=("minilm",))(_ours_onnx("smooth_insert"))
 register("ours_smooth_qat_onnx", "ours int8 static + smooth, QAT by distillation ONNX", "onnxruntime", "ours",
          needs=("ours_smooth_qat_pte",), models=("minilm",))(_ours_onnx("smooth_qat"))
-# weight_dtype="int8": ONNX Runtime's U8S8 kernels, fast on VNNI x86 and ARM, not exact on AVX2-only x86.
-register("ours_dynamic_onnx_int8w", "ours int8 dynamic ONNX, int8 weights (VNNI / ARM only)", "onnxruntime", "ours",
-         models=("minilm",))(_ours_onnx("dynamic", weight_dtype="int8"))
-register("ours_static_onnx_int8w", f"ours int8 static ({STATIC_OBSERVER}) ONNX, int8 weights (VNNI / ARM only)",
-         "onnxruntime", "ours", models=("minilm",))(_ours_onnx("static", weight_dtype="int8"))
+# What each choice costs or buys, on the same model: per-tensor dynamic activations (the converted graph's
+# numerics, standard ops only), and target x86-avx2 (uint8 weights: exact on every CPU, U8U8 kernels).
+register("ours_dynamic_onnx_per_tensor", "ours int8 dynamic ONNX, per-tensor activations", "onnxruntime", "ours",
+         models=("minilm",))(_ours_onnx("dynamic", dynamic_act="per-tensor"))
+register("ours_dynamic_onnx_avx2", "ours int8 dynamic ONNX, target x86-avx2 (exact on every CPU)", "onnxruntime",
+         "ours", models=("minilm",))(_ours_onnx("dynamic", target="x86-avx2"))
+register("ours_static_onnx_avx2", f"ours int8 static ({STATIC_OBSERVER}) ONNX, target x86-avx2 (exact on every CPU)",
+         "onnxruntime", "ours", models=("minilm",))(_ours_onnx("static", target="x86-avx2"))
+# Our ONNX passes on the float model (no int8): what the graph rewrites alone give ORT.
+register("ours_float_onnx", "ours float ONNX (export_onnx of the float model: our passes, no int8)", "onnxruntime",
+         "ours_float", models=("minilm",))(_ours_onnx("float"))

@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pt2e_int8.errors import OutputPathError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -21,17 +23,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with atomic_path("out/model.pte") as tmp:
             tmp.write_bytes(data)
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = check_file_target(path, "the output")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise OutputPathError(f"{target}: cannot write in {target.parent} ({e.strerror or e}). "
+                              "Pass a path in a directory you can write to.") from e
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise OutputPathError(f"{target}: cannot be replaced ({e.strerror or e}); it is unchanged. "
+                                  "Make it writable or pass another path.") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_file_target(path: str | os.PathLike, what: str) -> Path:
+    """A path a file can be written to: not empty, not a directory or a special file (FIFO, device).
+
+    Raises:
+        OutputPathError: naming the path and the fix.
+    """
+    if not os.fspath(path).strip():
+        raise OutputPathError(f"{what}: the path is empty. Pass a file path such as out/model.pte.")
+    target = Path(path)
+    if target.is_dir():
+        raise OutputPathError(f"{what}: {target} is a directory. Pass a file path inside it, e.g. "
+                              f"{target / ('model' + (target.suffix or '.bin'))}.")
+    if target.exists() and not target.is_file():
+        raise OutputPathError(f"{what}: {target} is not a regular file (a FIFO or device). Pass a file path.")
+    return target
 
 
 def default_file_mode() -> int:
@@ -43,7 +70,11 @@ def default_file_mode() -> int:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as e:  # a full disk, a quota
+            raise OutputPathError(f"{path}: cannot be written ({e.strerror or e}); any earlier file there is "
+                                  "unchanged. Free space or pass another path.") from e
     return Path(path)
 
 

@@ -71,8 +71,12 @@ class QuantConfig:
     # which XNNPACK's qs8/qc8 kernels and ONNX Runtime's int8 GEMMs both expect.
     weight_qmin: int = -127
     weight_qmax: int = 127
-    # int32 bias with scale = act_scale * weight_scale (static only): what integer GEMMs consume.
-    quantize_bias: bool = True
+    # False: the bias stays a float constant and each backend quantizes it to int32 with
+    # act_scale * weight_scale itself (XNNPACK does; the ONNX exporter writes the int32 bias).
+    # This is the form XNNPACK's partitioner takes: behind a dequantize, an int32 bias makes
+    # ExecuTorch's standard lowering reject the linear/conv ("Expected bias to be a static param").
+    # True: int32 bias in the graph (static only), for backends that want it there.
+    quantize_bias: bool = False
     # Outlier handling for static int8 transformers (off by default: it needs calibration data
     # before annotation and only pays on models with outlier channels). Before annotation,
     # factors measured on the calibration batches (pt2e_int8/transforms/): SmoothQuant moves
@@ -90,7 +94,9 @@ class QuantConfig:
     smooth_insert: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _type_problems(self)
+        if problems:  # the value checks below would fail on the wrong types with a raw TypeError
+            raise ConfigError("Invalid QuantConfig: " + "; ".join(problems) + ".")
         if self.mode not in MODES:
             problems.append(f"mode={self.mode!r} is not one of {MODES}")
         if self.act_dtype not in ACT_DTYPES:
@@ -118,7 +124,8 @@ class QuantConfig:
     # -- presets ---------------------------------------------------------------
     @classmethod
     def static(cls, **overrides) -> QuantConfig:
-        """int8 activations (per-tensor affine, calibrated), int8 per-channel weights, int32 bias."""
+        """int8 activations (per-tensor affine, calibrated), int8 per-channel weights, float bias
+        (quantized to int32 by the backend)."""
         return cls(mode="static", **overrides)
 
     @classmethod
@@ -153,6 +160,23 @@ class QuantConfig:
     @property
     def needs_calibration(self) -> bool:
         return self.mode == "static" and not self.is_qat
+
+
+def _type_problems(cfg: QuantConfig) -> list[str]:
+    """Fields of the wrong type, each named with what it should be (`per_channel="yes"` is not True)."""
+    expected = {
+        "mode": (str, "a str"), "observer": (str, "a str"), "act_dtype": (torch.dtype, "a torch.dtype"),
+        "is_qat": (bool, "True or False"), "per_channel": (bool, "True or False"),
+        "quantize_bias": (bool, "True or False"), "percentile": ((int, float), "a number"),
+        "weight_qmin": (int, "an int"), "weight_qmax": (int, "an int"),
+    }
+    problems = []
+    for name, (types, words) in expected.items():
+        value = getattr(cfg, name)
+        wrong_bool = isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
+        if not isinstance(value, types) or wrong_bool:
+            problems.append(f"{name}={value!r} must be {words}")
+    return problems
 
 
 # -- specs -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ quantized when the graph says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,11 +18,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_int8.decision import decision_of
+from pt2e_int8.decision import decision_of, param_name, pending_notes
+from pt2e_int8.model_state import require_graph
 from pt2e_int8.ops import PARAMETRIC_MODULES, layer_op, layer_operands
 from pt2e_int8.qdq import PER_CHANNEL_OPS, is_dequantize, is_dynamic_dequantize
 from pt2e_int8.quantizer import module_stack
 from pt2e_int8.text_table import text_table
+from pt2e_int8.transforms.decompose_recurrent import RECURRENT_OPS, unroll_blocker
 
 aten = torch.ops.aten
 
@@ -36,17 +39,25 @@ def _attention_reason(node: Node) -> str:
     if _is_hugging_face(node):
         return ("scaled_dot_product_attention is not quantized: load the model with "
                 "attn_implementation='eager' so attention is matmul + softmax, which static int8 quantizes")
-    return ("the attention core (softmax(q·kᵀ)·v, one scaled_dot_product_attention op) runs in float; its "
-            "input and output projections are separate linear rows. To quantize the two matmuls, write "
-            "attention as matmul + softmax (need_weights=True in nn.MultiheadAttention) under a static config")
+    return ("the attention core (softmax(q·kᵀ)·v, one scaled_dot_product_attention op) stays float by design: "
+            "XNNPACK has no int8 batch-matmul and ONNX Runtime no faster int8 kernel for it, so int8 would only "
+            "add quantize steps. The attention's input and output projections are their own rows")
+
+
+def _recurrent_reason(node: Node) -> str:
+    cell = RECURRENT_OPS.get(node.target)
+    name = cell.name if cell else node.target.__name__.split(".")[0]
+    blocker = unroll_blocker(node) if cell else "packed sequences are not unrolled"
+    if blocker:
+        return f"{name} runs as one fused float op: {blocker}"
+    return (f"{name} runs as one fused float op (no int8 kernel takes it): this quantizer skipped "
+            "DecomposeRecurrentPass, which unrolls it into int8 linears; keep Int8Quantizer's default transforms")
 
 
 # family -> why a row of that family is float when no annotator said otherwise
 _DEFAULT_REASONS: dict[str, Callable[[Node], str]] = {
     "attention": _attention_reason,
-    "recurrent": lambda node: (
-        f"{node.target.__name__.split('.')[0]} is one fused recurrent op that no int8 kernel runs; "
-        "it stays float"),
+    "recurrent": lambda node: _recurrent_reason(node),
     "embedding": lambda node: (
         "embeddings are quantized weight-only: set_module_type(nn.Embedding, QuantConfig.weight_only())"),
 }
@@ -62,6 +73,8 @@ class LayerRow:
     scheme: str | None  # e.g. static/per-channel
     reason: str | None  # why not quantized
     notes: tuple[str, ...] = ()  # rewrites before annotation (smoothing, decomposition)
+    # Every graph node of this row: one, or each time step of an unrolled recurrent projection.
+    nodes: tuple[str, ...] = ()
 
 
 def _dequantized(arg) -> Node | None:
@@ -96,7 +109,7 @@ class CoverageReport:
 
     def to_dict(self) -> dict:
         return {
-            "layers": [{**asdict(r), "notes": list(r.notes)} for r in self.layers],
+            "layers": [{**asdict(r), "notes": list(r.notes), "nodes": list(r.nodes)} for r in self.layers],
             "summary": {"layers": len(self.layers), "quantized": len(self.quantized)},
         }
 
@@ -105,7 +118,8 @@ class CoverageReport:
 
     def __str__(self) -> str:
         header = ("layer", "op", "int8", "scheme / reason")
-        rows = [(r.name, r.op, "yes" if r.quantized else "no", r.scheme if r.quantized else r.reason or "")
+        rows = [(r.name, r.op, "yes" if r.quantized else "no",
+                 (r.scheme if r.quantized else r.reason or "") + "".join(f" [{n}]" for n in r.notes))
                 for r in self.layers]
         return f"{text_table(header, rows)}\n{len(self.quantized)}/{len(self.layers)} layers in int8"
 
@@ -124,9 +138,41 @@ def _layer_row(node: Node, name: str) -> LayerRow:
     elif decision is not None and decision.scheme and "+qat" in decision.scheme:
         mode, gran = scheme.split("/")
         scheme = f"{mode}+qat/{gran}"
-    notes = decision.notes if decision is not None else ()
+    notes = decision.notes if decision is not None else pending_notes(node)
     return LayerRow(name=name, op=family, node=node.name, quantized=scheme is not None,
-                    scheme=scheme, reason=reason, notes=notes)
+                    scheme=scheme, reason=reason, notes=notes, nodes=(node.name,))
+
+
+def _merge(rows: list[LayerRow]) -> LayerRow:
+    """One row for the nodes of one unrolled weight: quantized only if every step is."""
+    floats = [r for r in rows if not r.quantized]
+    first = floats[0] if floats else rows[0]
+    return dataclasses.replace(first, node=rows[0].node, nodes=tuple(r.node for r in rows))
+
+
+def _row_base(node: Node, path: str) -> str:
+    """A row's name before de-duplication: the module path, or the weight's own name when the
+    weight belongs below that module (MultiheadAttention's in_proj / out_proj, an LSTM's
+    weight_ih_l0), so rows of one module still say which layer they are."""
+    name = param_name(node)
+    if name is None:
+        weight = layer_operands(node).weight
+        if weight is not None and weight.op == "get_attr" and not str(weight.target).startswith("_"):
+            name = str(weight.target)  # a float graph keeps the parameter names
+    owner = name.removesuffix(".weight").removesuffix("_weight") if name else None
+    return owner if owner and owner.startswith(path + ".") else path
+
+
+def _group_steps(nodes: list[Node], paths: list[str]) -> list[tuple[list[Node], str]]:
+    """Nodes grouped into rows: the per-step linears a transform unrolled from one weight (same
+    module, same notes) are one layer; every other node is a row of its own."""
+    groups: dict[object, tuple[list[Node], str]] = {}
+    for node, path in zip(nodes, paths, strict=True):
+        decision = decision_of(node)
+        notes = decision.notes if decision is not None else pending_notes(node)
+        key = (path, notes) if notes else node
+        groups.setdefault(key, ([], path))[0].append(node)
+    return list(groups.values())
 
 
 def _unaccounted_modules(gm: GraphModule, layer_nodes: list[Node]) -> list[tuple[str, str]]:
@@ -148,14 +194,18 @@ def coverage(gm: GraphModule) -> CoverageReport:
         print(coverage(qm))              # table
         coverage(qm).to_dict()["layers"]  # rows for report.json
     """
+    require_graph(gm, "coverage")
     nodes = [n for n in gm.graph.nodes if layer_op(n) is not None]
     paths = [module_stack(n)[-1][0] if module_stack(n) else "" for n in nodes]
+    groups = [(members, _row_base(members[0], path)) for members, path in _group_steps(nodes, paths)]
+    bases = [base for _, base in groups]
     rows = []
-    for node, path in zip(nodes, paths, strict=True):
-        name = path or node.name
-        if paths.count(path) > 1 or not path:
-            name = f"{path}[{node.name}]" if path else node.name
-        rows.append(_layer_row(node, name))
+    for members, base in groups:
+        node = members[0]
+        name = base or node.name
+        if bases.count(base) > 1 or not base:
+            name = f"{base}[{node.name}]" if base else node.name
+        rows.append(_merge([_layer_row(n, name) for n in members]))
     for path, family in _unaccounted_modules(gm, nodes):
         rows.append(LayerRow(name=path, op=family, node="", quantized=False, scheme=None,
                              reason="none of its ops is a layer op pt2e-int8 knows, so it runs in float"))

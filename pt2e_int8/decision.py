@@ -80,3 +80,19 @@ def keep_float(node: Node, reason: str) -> None:
 
 def keep_float_reason(node: Node) -> str | None:
     return (node.meta.get("custom") or {}).get(f"{META_KEY}_keep_float")
+
+
+def record_param_names(gm) -> None:
+    """Remember each layer's weight parameter name (`encoder.0.self_attn.in_proj_weight`) before
+    annotation: convert folds weights into anonymous constants, and coverage names rows by it."""
+    from pt2e_int8.ops import layer_operands
+
+    for node in gm.graph.nodes:
+        weight = layer_operands(node).weight if node.op == "call_function" else None
+        if weight is not None and weight.op == "get_attr":
+            node.meta.setdefault("custom", {})[f"{META_KEY}_param"] = str(weight.target)
+
+
+def param_name(node: Node) -> str | None:
+    """The weight parameter name recorded by `record_param_names`, if any."""
+    return (node.meta.get("custom") or {}).get(f"{META_KEY}_param")

@@ -34,5 +34,21 @@ class InputFileError(UserInputError):
     """An input file (model, tensors, artifact) is missing, corrupt or of an unknown kind."""
 
 
+class DistributedError(UserInputError):
+    """Ranks disagree (model, weights, graph) or torch.distributed is not set up for the call."""
+
+
 class LoweringError(Pt2eInt8Error):
     """A backend lowering pass failed; the message names the pass."""
+
+
+class UnsafeModelFileError(InputFileError):
+    """A model file holds something that could run code on load (a pickle, native code, an eval'd string)."""
+
+
+class OutputPathError(UserInputError):
+    """An output path cannot be written (a directory in the way, no permission, one of the run's inputs)."""
+
+
+class WorkflowError(UserInputError, TypeError):
+    """A model at the wrong stage for the call (a prepared model exported, convert called twice, ...)."""

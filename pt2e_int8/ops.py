@@ -8,6 +8,7 @@ weight axis), `coverage()` (which nodes are layer rows), the backends' passes an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,6 +43,10 @@ LAYER_OPS: dict[torch._ops.OpOverload, LayerOp] = {
     aten.conv1d.default: LayerOp("conv", act=0, weight=1, bias=2),
     aten.conv2d.default: LayerOp("conv", act=0, weight=1, bias=2),
     aten.conv3d.default: LayerOp("conv", act=0, weight=1, bias=2),
+    # padding="same" / "valid" convs keep their string padding in this overload
+    aten.conv1d.padding: LayerOp("conv", act=0, weight=1, bias=2),
+    aten.conv2d.padding: LayerOp("conv", act=0, weight=1, bias=2),
+    aten.conv3d.padding: LayerOp("conv", act=0, weight=1, bias=2),
     # The edge dialect's single convolution op; args[6] (transposed) flips the weight axis.
     aten.convolution.default: LayerOp("conv", act=0, weight=1, bias=2),
     aten.conv_transpose1d.default: LayerOp("conv_transpose", act=0, weight=1, bias=2, weight_axis=1),
@@ -78,46 +83,162 @@ PARAMETRIC_MODULES: dict[str, str] = {
     "torch.nn.modules.activation.MultiheadAttention": "attention",
 }
 
-# Clamp-like activations a GEMM, conv or add absorbs into its output range (XNNPACK and
-# ONNX Runtime both fuse them), so they share the producer's output quantization.
-FUSABLE_ACTIVATIONS = frozenset({
-    aten.relu.default,
-    aten.relu_.default,
-    aten.hardtanh.default,
-    aten.hardtanh_.default,
-    aten.clamp.default,
-})
+# -- non-layer ops that carry int8 ------------------------------------------------------
+# What XNNPACK (the ExecuTorch 1.5.1 partitioner, partition/config/*.py) runs in qs8 besides
+# the layers, with the constraints it checks on each. The annotators quantize these ops only
+# inside an int8 region, and never a node the backend would leave outside its delegate: a
+# quantize/dequantize pair there is a float round trip that a plain runtime cannot even load.
+# Not here: sigmoid, tanh, hardswish, leaky_relu, elu, softmax, gelu. Their partitioner configs
+# are FP32-only (EluConfig is not even registered), so XNNPACK runs them as dq → f32 → q;
+# between int8 neighbours they get that anyway from the neighbours' own quantization.
 
-# Ops whose output reuses the input's qparams: data movement and max/avg pooling. Quantized
-# only inside an int8 region, so they never create a dequantize → quantize island of their own.
-SHARED_QPARAM_OPS = frozenset({
-    aten.max_pool1d.default,
-    aten.max_pool2d.default,
-    aten.avg_pool1d.default,
-    aten.avg_pool2d.default,
-    aten.adaptive_avg_pool1d.default,
-    aten.adaptive_avg_pool2d.default,
-    aten.reshape.default,
-    aten.view.default,
-    aten.permute.default,
-    aten.transpose.int,
-    aten.flatten.using_ints,
-    aten.slice.Tensor,
-    aten.squeeze.dim,
-    aten.squeeze.dims,
-    aten.squeeze.default,
-    aten.unsqueeze.default,
-    aten.pad.default,
-    aten.constant_pad_nd.default,
+
+def _ints(value, n: int) -> list[int]:
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    return values * n if len(values) == 1 else values
+
+
+def _pool_args(node: Node, defaults: tuple) -> list:
+    """A pooling node's arguments after the input, with the schema's defaults filled in."""
+    return list(node.args[1:]) + list(defaults[len(node.args) - 1:])
+
+
+def _max_pool_limit(node: Node) -> str | None:
+    kernel, stride, _, _, _ = _pool_args(node, ((), (), 0, 1, False))
+    kernel = _ints(kernel, 2)
+    stride = _ints(stride, 2) if stride not in ((), []) else kernel
+    if any(s > k for s, k in zip(stride, kernel, strict=False)):
+        return f"XNNPACK max-pool needs stride <= kernel (stride {stride}, kernel {kernel})"
+    return None
+
+
+def _avg_pool_limit(node: Node) -> str | None:
+    if node.target != aten.avg_pool2d.default:
+        return None  # avg_pool1d is decomposed; XNNPACK pools 2-D only
+    _, _, padding, ceil_mode, include_pad, divisor = _pool_args(node, ((), (), 0, False, True, None))
+    if ceil_mode:
+        return "XNNPACK average pooling has no ceil mode"
+    if include_pad and any(_ints(padding, 2)):
+        return "XNNPACK average pooling cannot count zero padding (count_include_pad=True)"
+    if divisor is not None:
+        return "XNNPACK average pooling has no divisor override"
+    return None
+
+
+def _mean_limit(node: Node) -> str | None:
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], Node) else None
+    rank = val.dim() if isinstance(val, torch.Tensor) else None
+    dims = sorted(d % rank for d in node.args[1]) if rank and isinstance(node.args[1], list | tuple) else None
+    keepdim = len(node.args) > 2 and bool(node.args[2])
+    if rank != 4 or dims != [2, 3] or not keepdim or node.kwargs.get("dtype") is not None:
+        return "XNNPACK runs mean in int8 only over H and W of a 4-D tensor with keepdim=True"
+    return None
+
+
+def _pad_limit(node: Node) -> str | None:
+    pads = node.args[1] if len(node.args) > 1 else []
+    if any(p < 0 for p in pads):
+        return "XNNPACK has no negative (cropping) padding"
+    mode = node.args[2] if node.target == aten.pad.default and len(node.args) > 2 else "constant"
+    return None if mode == "constant" else f"XNNPACK pads with a constant only (mode={mode!r})"
+
+
+def _slice_limit(node: Node) -> str | None:
+    step = node.args[4] if len(node.args) > 4 else 1
+    return None if step == 1 else f"XNNPACK slices with step 1 only (step {step})"
+
+
+def _unsqueeze_limit(node: Node) -> str | None:
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], Node) else None
+    rank = val.dim() if isinstance(val, torch.Tensor) else None
+    dim = node.args[1]
+    return None if dim in (-1, rank) else "XNNPACK unsqueezes the trailing dimension only"
+
+
+def _alpha_limit(node: Node) -> str | None:
+    alpha = node.kwargs.get("alpha", 1)
+    return None if alpha == 1 else f"XNNPACK add/sub has no alpha (alpha={alpha})"
+
+
+@dataclass(frozen=True)
+class Int8Op:
+    """A non-layer op that can run on int8 tensors, and what its int8 kernel needs."""
+
+    # shared: the output reuses the input's qparams (data movement, pooling, clamp-like
+    #   activations: XNNPACK's qs8 kernels for these require equal input/output qparams);
+    # cat: every input and the output share one set of qparams;
+    # elementwise: two data inputs and its own output qparams (add, sub, mul).
+    family: str
+    # Why the backend cannot run this node in int8 (None when it can); read at annotation.
+    limit: Callable[[Node], str | None] | None = None
+
+
+_SHARED = Int8Op("shared")
+INT8_OPS: dict[torch._ops.OpOverload, Int8Op] = {
+    # data movement: any dtype is a copy
+    **dict.fromkeys((
+        aten.reshape.default, aten.view.default, aten.view_copy.default, aten.flatten.using_ints,
+        aten.permute.default, aten.permute_copy.default, aten.transpose.int, aten.clone.default,
+        aten.dropout.default,  # eval-mode export keeps dropout(train=False): an identity
+    ), _SHARED),
+    # (squeeze has no XNNPACK config: it runs outside the delegate, so it is never quantized)
+    aten.unsqueeze.default: Int8Op("shared", _unsqueeze_limit),
+    aten.unsqueeze_copy.default: Int8Op("shared", _unsqueeze_limit),
+    aten.slice.Tensor: Int8Op("shared", _slice_limit),
+    aten.slice_copy.Tensor: Int8Op("shared", _slice_limit),
+    aten.pad.default: Int8Op("shared", _pad_limit),
+    aten.constant_pad_nd.default: Int8Op("shared", _pad_limit),
+    # pooling and resizing: outputs lie within the input's range
+    aten.max_pool2d.default: Int8Op("shared", _max_pool_limit),
+    aten.max_pool1d.default: _SHARED,
+    aten.avg_pool1d.default: _SHARED,
+    aten.avg_pool2d.default: Int8Op("shared", _avg_pool_limit),
+    aten.adaptive_avg_pool1d.default: _SHARED,
+    aten.adaptive_avg_pool2d.default: _SHARED,
+    aten.mean.dim: Int8Op("shared", _mean_limit),
+    aten.upsample_bilinear2d.vec: _SHARED,
+    # clamp-like activations standing alone (after a layer they are fused instead)
+    **dict.fromkeys((
+        aten.relu.default, aten.relu_.default, aten.relu6.default, aten.hardtanh.default,
+        aten.hardtanh_.default, aten.clamp.default,
+    ), _SHARED),
+    aten.cat.default: Int8Op("cat"),
+    aten.concat.default: Int8Op("cat"),
+    aten.add.Tensor: Int8Op("elementwise", _alpha_limit),
+    aten.sub.Tensor: Int8Op("elementwise", _alpha_limit),
+    aten.mul.Tensor: Int8Op("elementwise"),
+}
+SHARED_QPARAM_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "shared")
+CAT_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "cat")
+ELEMENTWISE_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "elementwise")
+
+# The clamp-like activations each producer's int8 kernel absorbs into its output range, so
+# they share the producer's output quantization (XNNPACK's GEMM/conv configs fuse relu and
+# hardtanh, its add fuses relu; ONNX Runtime fuses Relu/Clip the same way). A scalar clamp is
+# rewritten as hardtanh before annotation (transforms/clamp_to_hardtanh.py); a one-sided one
+# stays a standalone int8 clamp.
+_GEMM_ACTIVATIONS = frozenset({
+    aten.relu.default, aten.relu_.default, aten.relu6.default, aten.hardtanh.default,
+    aten.hardtanh_.default,
 })
-CAT_OPS = frozenset({aten.cat.default, aten.concat.default})
-ELEMENTWISE_OPS = frozenset({aten.add.Tensor, aten.mul.Tensor})
+FUSED_ACTIVATIONS: dict[torch._ops.OpOverload, frozenset] = {
+    **{op: _GEMM_ACTIVATIONS for op, spec in LAYER_OPS.items()
+       if spec.family in ("linear", "conv", "conv_transpose", "matmul")},
+    aten.add.Tensor: frozenset({aten.relu.default, aten.relu_.default}),
+}
+
+
+def int8_limit(node: Node) -> str | None:
+    """Why the backend cannot run this int8-capable op node in int8, or None when it can."""
+    spec = INT8_OPS.get(node.target)
+    return spec.limit(node) if spec is not None and spec.limit is not None else None
+
 
 # Ops that can consume an int8 tensor directly. A result that feeds none of them (a
 # transformer residual into LayerNorm) would be dequantized at once: quantizing it only adds error.
 INT8_INPUT_OPS = frozenset(
     {op for op, spec in LAYER_OPS.items() if spec.family in ("linear", "conv", "conv_transpose", "matmul")}
-    | SHARED_QPARAM_OPS | CAT_OPS | ELEMENTWISE_OPS | FUSABLE_ACTIVATIONS
+    | set(INT8_OPS)
 )
 
 

@@ -16,6 +16,7 @@ from torchao.quantization.pt2e.quantizer import Quantizer
 from pt2e_int8.annotators import ALL_ANNOTATORS, AnnotatorRegistry
 from pt2e_int8.annotators.framework import Resolved, annotate_graph
 from pt2e_int8.config import QuantConfig
+from pt2e_int8.decision import record_param_names
 from pt2e_int8.errors import ConfigError
 from pt2e_int8.transforms import PRE_ANNOTATION_TRANSFORMS, run_transforms
 
@@ -128,6 +129,7 @@ class Int8Quantizer(Quantizer):
         # Only our own float-exact rewrites: integer and boolean subgraphs stay exactly as
         # exported (the stock quantizer's transforms turn integer scalars into float tensors).
         model, _ = run_transforms(model, self.transforms)
+        record_param_names(model)
         return model
 
     def annotate(self, model: GraphModule) -> GraphModule:

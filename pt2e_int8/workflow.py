@@ -4,7 +4,7 @@
                  calibrated transforms] → prepare_pt2e → calibrate → convert
     prepare_qat: check inputs → export (train mode) → [smooth: statistics in eval mode →
                  calibrated transforms] → prepare_qat_pt2e → trainable GraphModule
-    convert:     eval mode → convert_pt2e (QDQ folded: int8 weight constants)
+    convert:     eval mode → convert_pt2e (QDQ folded: int8 weight constants) → biases on their int32 grid
 """
 
 from __future__ import annotations
@@ -14,15 +14,21 @@ import time
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
+from pt2e_int8.bias_grid import snap_bias_to_int32_grid
+from pt2e_int8.calibration_check import check_observed_ranges
 from pt2e_int8.calibration_stats import collect_activation_stats
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import amend, decision_of
+from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
 from pt2e_int8.errors import CalibrationError, ConfigError
+from pt2e_int8.model_state import require_float, require_prepared
 from pt2e_int8.qat import enable_train_eval, move_to_eval, move_to_train
 from pt2e_int8.quantizer import Int8Quantizer
 from pt2e_int8.transforms import apply_calibrated_transforms
@@ -33,6 +39,12 @@ _PROGRESS_AFTER_S = 2.0
 
 def _default_quantizer(cfg: QuantConfig) -> Int8Quantizer:
     return Int8Quantizer().set_global(cfg)
+
+
+def _check_quantizer(quantizer, fn: str) -> None:
+    if quantizer is not None and not isinstance(quantizer, Int8Quantizer):
+        raise ConfigError(f"{fn}(quantizer=...) takes an Int8Quantizer, got {type(quantizer).__name__}: e.g. "
+                          "Int8Quantizer().set_global(QuantConfig.static()).")
 
 
 def _check_qat_flags(quantizer: Int8Quantizer, qat: bool) -> None:
@@ -74,6 +86,15 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _check_samples(batch: tuple, index: int) -> None:
+    empty = [i for i, t in enumerate(batch) if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == 0]
+    if empty:
+        raise CalibrationError(
+            f"Calibration batch {index} has no samples: input(s) {empty} have batch size 0. Observers that see "
+            "nothing give placeholder scales; drop empty batches."
+        )
+
+
 def _check_finite(batch: tuple, index: int) -> None:
     bad = [i for i, t in enumerate(batch)
            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
@@ -84,18 +105,31 @@ def _check_finite(batch: tuple, index: int) -> None:
         )
 
 
-def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None = None) -> int:
-    """Run calibration batches through a prepared model. Returns how many ran.
+def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None = None,
+              sync: bool | None = None) -> int:
+    """Run calibration batches through a prepared model. Returns how many ran (on all ranks).
 
     Each batch is a tensor or a tuple of tensors (positional inputs). Raises
     CalibrationError naming the batch that has NaN/Inf or does not fit the model.
+
+    Under torch.distributed (`sync=None`: when a process group of more than one rank is
+    initialized) every rank calibrates on its own shard, then the observers are reduced
+    so that every rank holds the qparams of one process that saw all shards
+    (`sync_observers`). Every rank must call it; `sync=False` keeps ranks separate.
     """
+    require_prepared(prepared, "calibrate")
+    if not hasattr(batches, "__iter__") or isinstance(batches, torch.Tensor | str | bytes):
+        raise CalibrationError(
+            f"calibration must be an iterable of batches (a list of tensors or of tuples of tensors), got "
+            f"{type(batches).__name__}. Wrap a single batch in a list: calibration=[batch]."
+        )
     total = len(batches) if hasattr(batches, "__len__") else None
     bar = _Progress("calibrating", total, progress)
     count = 0
     with torch.no_grad():
         for index, batch in enumerate(batches):
             args = as_input_tuple(batch)
+            _check_samples(args, index)
             _check_finite(args, index)
             try:
                 prepared(*args)
@@ -108,7 +142,17 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
             count += 1
             bar.update(count)
     bar.close()
+    if is_distributed() and sync is not False:
+        count = _count_on_all_ranks(count, prepared)
+        sync_observers(prepared)
     return count
+
+
+def _count_on_all_ranks(count: int, prepared: GraphModule) -> int:
+    device = next((b.device for b in prepared.buffers()), torch.device("cpu"))
+    total = torch.tensor([count], dtype=torch.int64, device=device)
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def _mark_unobserved(prepared: GraphModule) -> None:
@@ -158,6 +202,7 @@ def quantize(
     *,
     dynamic_shapes="batch",
     progress: bool | None = None,
+    sync: bool | None = None,
 ) -> GraphModule:
     """Post-training quantization: export, annotate, calibrate, convert.
 
@@ -168,6 +213,8 @@ def quantize(
         quantizer: an Int8Quantizer; default `Int8Quantizer().set_global(QuantConfig.static())`.
         dynamic_shapes: "batch" (default), None (static), or a torch.export spec.
         progress: show calibration progress (default: only on runs over 2 s).
+        sync: under torch.distributed, merge the ranks' observer statistics (default: yes;
+            every rank calls quantize with its own calibration shard). See `calibrate`.
 
     Returns:
         The converted GraphModule: QDQ nodes folded, int8 weight constants.
@@ -175,6 +222,8 @@ def quantize(
     Example:
         qm = quantize(model, (x[:32],), calibration=[(b,) for b in x.split(32)])
     """
+    require_float(model, "quantize")
+    _check_quantizer(quantizer, "quantize")
     quantizer = quantizer or _default_quantizer(QuantConfig.static())
     _check_qat_flags(quantizer, qat=False)
     needs_data = any(c.needs_calibration for c in quantizer.configs)
@@ -190,15 +239,19 @@ def quantize(
         smooth_graph(exported, quantizer, calibration)
     prepared = prepare_pt2e(exported, quantizer)
     if calibration is not None:
-        ran = calibrate(prepared, calibration, progress=progress)
+        ran = calibrate(prepared, calibration, progress=progress, sync=sync)
         if needs_data and ran == 0:
             raise CalibrationError("The calibration iterable was empty: pass at least one batch.")
+        if needs_data:
+            check_observed_ranges(prepared)
     else:
         # torchao observes weights during forward: dynamic and weight-only configs still
         # need one pass, or every weight gets placeholder qparams.
-        calibrate(prepared, [as_input_tuple(example_inputs)], progress=False)
+        calibrate(prepared, [as_input_tuple(example_inputs)], progress=False, sync=sync)
     _mark_unobserved(prepared)
-    return convert_pt2e(prepared)
+    converted = convert_pt2e(prepared)
+    snap_bias_to_int32_grid(converted)
+    return converted
 
 
 def prepare_qat(
@@ -222,6 +275,8 @@ def prepare_qat(
         for xb, yb in loader: loss = F.cross_entropy(pm(xb), yb); loss.backward(); opt.step()
         qm = convert(pm)
     """
+    require_float(model, "prepare_qat")
+    _check_quantizer(quantizer, "prepare_qat")
     quantizer = quantizer or _default_quantizer(QuantConfig.qat())
     _check_qat_flags(quantizer, qat=True)
     if _wants_statistics(quantizer) and calibration is None:
@@ -241,9 +296,23 @@ def prepare_qat(
 
 
 def convert(prepared: GraphModule) -> GraphModule:
-    """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode."""
+    """Turn a QAT-prepared (or calibrated) model into the converted int8 GraphModule, in eval mode.
+
+    Under torch.distributed, call `sync_observers(prepared)` on every rank first (a
+    `QATSchedule` that froze observers and batch-norm has done so); convert warns otherwise.
+    """
+    if isinstance(prepared, FSDPModule):
+        raise ConfigError(
+            "convert got an FSDP-sharded model: its weights are DTensor shards that the int8 weights "
+            "cannot be folded from. Call pt2e_int8.unshard_for_convert(model) on every rank and convert "
+            "its result."
+        )
+    require_prepared(prepared, "convert")
+    warn_if_unsynced(prepared)
     move_to_eval(prepared)
     _mark_unobserved(prepared)
     with fold_only_present_conv_kinds():
-        return convert_pt2e(prepared)
+        converted = convert_pt2e(prepared)
+    snap_bias_to_int32_grid(converted)
+    return converted
 

@@ -13,9 +13,10 @@ PINNED = "executorch==1.5.1"
 
 # (module path, attribute) of every private name used below.
 PRIVATE_SYMBOLS = (
-    ("executorch.extension.pybindings.portable_lib", "_unsafe_reset_threadpool"),
-    ("executorch.extension.pybindings.portable_lib", "_threadpool_get_thread_count"),
+    ("executorch.extension.pybindings._C", "_unsafe_reset_threadpool"),
+    ("executorch.extension.pybindings._C", "_threadpool_get_thread_count"),
     ("executorch.extension.pybindings._C", "_load_for_executorch"),
+    ("executorch.extension.pybindings._C", "_load_program_from_buffer"),
     ("executorch.exir._serialize._program", "deserialize_pte_binary"),
 )
 
@@ -41,14 +42,31 @@ def edge_target(node: Node):
     return getattr(node.target, "_op", node.target)
 
 
+def runtime_bindings():
+    """ExecuTorch's C++ runtime bindings (`_C`, which `portable_lib` re-exports).
+
+    Not `executorch.runtime` nor `portable_lib`: both import `executorch.exir`, the compiler stack
+    (seconds on a board, 19-38 s under qemu). torch is imported first: the pip wheel's bindings
+    resolve libtorch from the loaded process.
+    """
+    import torch  # noqa: F401
+    from executorch.extension.pybindings import _C
+
+    return _C
+
+
+def load_program(data: bytes):
+    """A program from .pte bytes, verified for internal consistency (what `executorch.runtime` does)."""
+    et = runtime_bindings()
+    return et._load_program_from_buffer(data, program_verification=et.Verification.InternalConsistency)
+
+
 def reset_threadpool(threads: int) -> bool:
     """Size XNNPACK's process-wide thread pool; False when this runtime build cannot.
 
     The only way to set it from Python (ExecuTorch's own pybindings tests use it).
     """
-    from executorch.extension.pybindings import portable_lib
-
-    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    reset = getattr(runtime_bindings(), "_unsafe_reset_threadpool", None)
     if reset is None:
         return False
     reset(int(threads))
@@ -56,18 +74,14 @@ def reset_threadpool(threads: int) -> bool:
 
 
 def threadpool_size() -> int | None:
-    from executorch.extension.pybindings import portable_lib
-
-    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    get = getattr(runtime_bindings(), "_threadpool_get_thread_count", None)
     return get() if get else None
 
 
 def method_input_meta(path: str, method: str = "forward") -> list[tuple[tuple[int, ...], int]]:
     """(sizes, c10 ScalarType code) of each input of a .pte method, read by the bare runtime
     bindings (no exir import): what `bench` needs to make random inputs."""
-    from executorch.extension.pybindings import _C
-
-    meta = _C._load_for_executorch(str(path)).method_meta(method)
+    meta = runtime_bindings()._load_for_executorch(str(path)).method_meta(method)
     return [(tuple(meta.input_tensor_meta(i).sizes()), meta.input_tensor_meta(i).dtype())
             for i in range(meta.num_inputs())]
 

@@ -47,6 +47,18 @@ def _dequantized(arg) -> Node | None:
     return arg if isinstance(arg, Node) and edge_target(arg) in DEQUANTIZE_OPS else None
 
 
+def _dequantized_act(arg) -> Node | None:
+    """The activation's dequantize, also through a zero pad XNNPACK folds into the conv.
+
+    ExecuTorch decomposes an even-kernel `padding="same"` conv into constant_pad_nd →
+    convolution; its ConvolutionConfig takes dq → pad → conv as one qs8 conv with padding.
+    """
+    if (isinstance(arg, Node) and edge_target(arg) == aten.constant_pad_nd.default and len(arg.users) == 1
+            and (len(arg.args) < 3 or arg.args[2] == 0)):
+        return _dequantized(arg.args[0])
+    return _dequantized(arg)
+
+
 def _is_dynamic(dq: Node) -> bool:
     """A dynamic activation: dq(q(x, scale, zp)) with qparams from choose_qparams."""
     todo, seen = list(dq.all_input_nodes), 0
@@ -65,7 +77,8 @@ def classify(node: Node) -> Kernel | None:
     if name is None:
         return None
     operands = layer_operands(node, target)
-    act, weight = _dequantized(operands.act), _dequantized(operands.weight)
+    act = _dequantized_act(operands.act) if name == "convolution" else _dequantized(operands.act)
+    weight = _dequantized(operands.weight)
     if name == "batch_matrix_multiply" or act is None or weight is None:
         return Kernel(f"xnnpack {name} f32", int8=False)
     mode = "qd8 (dynamic int8 activations)" if _is_dynamic(act) else "qs8 (static int8)"
@@ -122,6 +135,9 @@ def place(
     detail: dict[str, str] = {}
     for row in rows:
         kernel = kernels.get(row.node)
+        steps = [kernels.get(n) for n in row.nodes[1:]]  # the other time steps of an unrolled weight
+        if kernel is not None and kernel.int8 and not all(k is not None and k.int8 for k in steps):
+            kernel = next(k for k in steps if k is None or not k.int8) or Kernel("not delegated", int8=False)
         if kernel is not None:
             placement[row.name] = "int8" if kernel.int8 else "float"
             note = kernel.name

@@ -38,6 +38,18 @@ class Rejections:
     def __init__(self) -> None:
         self._collector = _Collector()
 
+    def reason_for(self, node: Node) -> str | None:
+        """The partitioner's reason for leaving out `node` of the lowered program, or None.
+
+        The partitioner judged the node before `to_edge` decomposed it (it saw `max_pool2d`; the
+        program runs `max_pool2d_with_indices`), so the match follows provenance into the graph
+        it judged, not names alone.
+        """
+        for judged, reason in self._collector.pairs:
+            if judged.name == node.name or judged.name in source_names(node, id(judged.graph)):
+                return reason
+        return None
+
     def by_source(self, graph_id: int) -> dict[str, str]:
         """Exported-graph node name -> first reason given for a node derived from it."""
         out: dict[str, str] = {}

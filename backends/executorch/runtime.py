@@ -1,7 +1,9 @@
 """Load and run a .pte with the ExecuTorch runtime.
 
-Imports only `executorch.runtime` (no torch.export, torchao or exir lowering), so the
-`bench` command runs on a board that has just the runtime installed.
+Imports only ExecuTorch's C++ runtime bindings (`executorch.extension.pybindings._C`), never
+`executorch.runtime` or `portable_lib`: both import `executorch.exir`, the whole compiler stack
+(seconds on a board, 19-38 s under qemu), for nothing a loaded program needs. So the `bench`
+command starts fast on a board that has just the runtime installed.
 
     prog = load_pte("model.pte"); outs = prog.run([x])
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from backends.compat.executorch import reset_threadpool, threadpool_size
+from backends.compat.executorch import load_program, reset_threadpool, threadpool_size
 from backends.dtypes import InputSpec, from_c10
 from pt2e_int8.errors import ExampleInputsError, InputFileError
 
@@ -26,15 +28,8 @@ from pt2e_int8.errors import ExampleInputsError, InputFileError
 _MAGIC_OFFSET, _MAGIC = 4, b"ET"
 
 
-def _runtime():
-    from executorch.runtime import Runtime  # deferred: loading the runtime costs ~1 s
-
-    return Runtime.get()
-
-
 def set_threads(n: int) -> bool:
     """Size XNNPACK's thread pool. Returns False when this runtime build cannot."""
-    _runtime()
     try:
         return reset_threadpool(n)
     except ImportError:
@@ -42,7 +37,6 @@ def set_threads(n: int) -> bool:
 
 
 def thread_count() -> int | None:
-    _runtime()
     return threadpool_size()
 
 
@@ -95,19 +89,20 @@ def _check_file(path: Path) -> bytes:
 class PteProgram:
     """A loaded .pte method, callable with a list of tensors."""
 
-    def __init__(self, path: Path, program, method_name: str = "forward") -> None:
+    def __init__(self, path: Path, program, data: bytes, method_name: str = "forward") -> None:
         self.path = path
+        self._data = data  # the program may point into this buffer: keep it alive as long as the program
         self._program = program
         self.method_name = method_name
         with _without_cpuinfo_chatter():
             self._method = program.load_method(method_name)
-        meta = self._method.metadata
+        meta = self._method.method_meta()
         self.num_inputs = meta.num_inputs()
         self.num_outputs = meta.num_outputs()
 
     def input_specs(self) -> list[InputSpec]:
         """Each input's shape (a dynamic dimension at its upper bound) and dtype."""
-        meta = self._method.metadata
+        meta = self._method.method_meta()
         return [InputSpec(tuple(meta.input_tensor_meta(i).sizes()), from_c10(meta.input_tensor_meta(i).dtype()))
                 for i in range(self.num_inputs)]
 
@@ -121,12 +116,14 @@ class PteProgram:
                 f"{self.path.name} takes {self.num_inputs} input(s), got {len(inputs)}."
             )
         try:
-            outputs = self._method.execute([t.contiguous() for t in inputs])
+            outputs = self._method([t.contiguous() for t in inputs])
         except RuntimeError as e:
             shapes = ", ".join(f"{list(t.shape)}:{t.dtype}" for t in inputs)
+            want = ", ".join(f"{list(spec.shape)}:{spec.dtype}" for spec in self.input_specs())
             raise ExampleInputsError(
-                f"{self.path.name} rejected inputs ({shapes}): {e}. Inputs must have the exported "
-                "dtypes and shapes (only the batch dimension may differ)."
+                f"{self.path.name} rejected inputs ({shapes}): {e}. It takes ({want}); the batch dimension "
+                "may be smaller only in a program exported with a dynamic batch (export_pte's result and "
+                "report.json say which: 'shapes')."
             ) from e
         return [o.clone() if isinstance(o, torch.Tensor) else o for o in outputs]
 
@@ -149,12 +146,11 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None, method: str
     """
     path = Path(path)
     data = _check_file(path)
-    runtime = _runtime()
     if threads is not None:
         set_threads(threads)
     try:
-        program = runtime.load_program(data)
-        return PteProgram(path, program, method)
+        program = load_program(data)
+        return PteProgram(path, program, data, method)
     except Exception as e:
         raise InputFileError(
             f"{path} could not be loaded by the ExecuTorch runtime ({type(e).__name__}: {e}). "

@@ -8,26 +8,26 @@ Route: torch.onnx's dynamo exporter translates every aten op and the static q/dq
 a direct fx → ONNX translation would re-implement that for little gain. What it gets wrong for
 fusion is fixed after the fact by passes on the ONNX graph, where the runtime's patterns live.
 
-The drift fix, at file level (passes/shift_weights_to_uint8.py): full-range weights of int8
+Target-aware (backends/onnx/target.py): the weights' and activations' signedness follows the
+CPU family the file is for, because ONNX Runtime picks its int8 kernels by signedness and the
+fast one on VNNI x86 and ARM (U8S8 / S8S8) saturates on AVX2-only x86. `target="auto"` reads the
+building machine; the choice is written into the file's metadata_props and the ExportResult.
+
+The drift fix for x86-avx2 (passes/shift_weights_to_uint8.py): full-range weights of int8
 kernels are stored as uint8 (w + 128, zero point 128), so ONNX Runtime runs its U8U8 kernels,
 exact on every CPU, instead of U8S8, whose AVX2 kernel saturates int16 pair sums on x86
-without VNNI. Lossless (same dequantized weights, same PyTorch reference), so a plain
-InferenceSession is right everywhere. Not a session option (x64quantprecision): users run
-files with default options. Not forced 7-bit weights: that changes the model's numerics
-for every backend; a user who wants them asks the quantizer (weight_qmin=-64, weight_qmax=63)
-and the pass then leaves those weights int8, which cannot saturate.
+without VNNI. Lossless (same dequantized weights, same PyTorch reference). Not a session
+option (x64quantprecision): users run files with default options. Weights that already fit
+7 bits (QuantConfig(weight_qmin=-64, weight_qmax=63)) stay int8: they cannot saturate.
 
-Cost, measured on the machine this was built on (AMD EPYC with AVX512-VNNI: U8S8 is exact
-*and* fast there, so this is the worst case; the AVX2-only CPU of the issue was not available),
-ONNX Runtime 1.32, 2 threads: Linear(384,1536)-ReLU-Linear(1536,384) at 128 rows 0.46 ms with
-int8 weights vs 0.87 ms uint8 (float 1.51 ms); all-MiniLM-L6-v2 numbers, including 7-bit
-weights, in bench/RESULTS.md (the `int8 weights` rows). `weight_dtype="int8"` keeps int8 weights for targets
-known to be safe (VNNI x86, ARM) or that need symmetric int8 (TensorRT).
+Dynamic activations are quantized per row (token) by default (passes/quantize_activation_rows.py),
+as XNNPACK's dynamic linears are in the .pte, not per tensor as in the converted graph: that is
+what brings all-MiniLM-L6-v2 from 0.993 to 0.997 cosine. `dynamic_act="per-tensor"` keeps the
+converted graph's numerics exactly. Measured numbers per target and option: bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
-import platform
 import warnings
 from pathlib import Path
 
@@ -36,14 +36,26 @@ import onnx_ir as ir
 import torch
 from torch.fx import GraphModule
 
-from backends.onnx.passes import qdq_passes, qop_passes, run_passes
+from backends.onnx.passes import DYNAMIC_ACTS, qdq_passes, qop_passes, run_passes
+from backends.onnx.passes.keep_dynamic_conv_float import FLOAT_NOTES
 from backends.onnx.placement import place_layers
+from backends.onnx.recompose_recurrent import FUSED_DETAIL, recompose_recurrent
+from backends.onnx.target import (
+    METADATA_ACTS,
+    METADATA_DYNAMIC_ACT,
+    METADATA_TARGET,
+    METADATA_WEIGHTS,
+    METADATA_WHY,
+    OnnxTarget,
+    resolve_target,
+)
 from backends.onnx.translations import TRANSLATIONS
 from backends.result import ExportResult
-from pt2e_int8.atomic import atomic_path
+from pt2e_int8.atomic import atomic_path, check_file_target
 from pt2e_int8.capture import as_input_tuple, export_model
 from pt2e_int8.coverage_report import coverage
 from pt2e_int8.errors import ConfigError, LoweringError, Pt2eInt8Error
+from pt2e_int8.model_state import require_exportable
 from pt2e_int8.ops import layer_op
 
 # Opset 20: what torch.onnx's dynamo exporter writes natively (no version conversion), with
@@ -53,16 +65,21 @@ STYLES = ("qdq", "qop")
 WEIGHT_DTYPES = ("auto", "uint8", "int8")
 _DTYPES = {"int8": ir.DataType.INT8, "uint8": ir.DataType.UINT8,
            torch.int8: ir.DataType.INT8, torch.uint8: ir.DataType.UINT8}
-_X86 = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
 
-def default_act_dtype(weight_dtype: str = "auto") -> str:
-    """The activation type for this CPU: uint8 on x86 (its int8 kernels are u8 × s8 / u8 × u8) and
-    wherever weights may become uint8 (u8 × u8 kernels exist on every CPU, mixed s8 × u8 do not);
-    int8 with int8 weights on ARM, where s8 × s8 is native."""
-    if weight_dtype != "int8" or platform.machine().lower() in _X86:
-        return "uint8"
-    return "int8"
+def _weight_mode(weight_dtype: str, target: OnnxTarget) -> str:
+    """qdq_passes' weight mode: "auto" (uint8 unless 7-bit), "uint8" (always) or "int8" (never shift)."""
+    if weight_dtype != "auto":
+        return weight_dtype
+    return "auto" if target.weight_dtype == "uint8" else "int8"
+
+
+def _act_dtype(act_dtype, weight_mode: str, target: OnnxTarget):
+    """Explicit act_dtype as given; else the target's, but uint8 whenever weights may be uint8
+    (ONNX Runtime has U8U8 kernels, no S8U8 ones)."""
+    if act_dtype is not None:
+        return act_dtype
+    return "uint8" if weight_mode != "int8" else target.act_dtype
 
 
 def _dtype(value, what: str) -> ir.DataType:
@@ -126,9 +143,11 @@ def export_onnx(
     example_inputs,
     path,
     *,
+    target: str | OnnxTarget = "auto",
     style: str = "qdq",
     act_dtype=None,
     weight_dtype: str = "auto",
+    dynamic_act: str = "per-row",
     opset: int = OPSET,
     dynamic_shapes="batch",
 ) -> ExportResult:
@@ -138,35 +157,56 @@ def export_onnx(
         model: a GraphModule from `quantize` / `convert` (or a float module: exported in float).
         example_inputs: tensor or tuple of tensors, batch first.
         path: the .onnx file to write (atomically).
+        target: the CPUs the file is for, which decides the int8 kernels ONNX Runtime runs:
+            "auto" (default: the building machine's), "x86-avx2" (uint8 weights: exact on every
+            CPU, slower on VNNI/ARM), "x86-vnni" or "arm64" (int8 weights: fast, but drifts on
+            AVX2-only x86). See backends/onnx/target.py.
         style: "qdq" (QuantizeLinear/DequantizeLinear around float ops, which runtimes fuse) or
             "qop" (explicit QGemm / QLinearMatMul / QLinearConv, for runtimes that do not fuse).
-        act_dtype: "int8" or "uint8" activations; None picks for this CPU (`default_act_dtype`).
-            Exact either way (q ± 128).
-        weight_dtype: weights of int8 kernels: "auto" (default: uint8 unless they fit 7 bits; exact
-            in ONNX Runtime on every CPU), "uint8" (always), or "int8" (as quantized: fastest on
-            VNNI CPUs and ARM, overflows ONNX Runtime's AVX2-only kernel unless 7-bit).
+        act_dtype: "int8" or "uint8" static activations; None: the target's. Exact either way (q ± 128).
+        weight_dtype: weights of int8 kernels: "auto" (default: the target's; x86-avx2 stores
+            uint8 unless they fit 7 bits), "uint8" (always), or "int8" (as quantized).
+        dynamic_act: dynamic activations quantized "per-row" (default: one scale per token,
+            higher fidelity, ONNX Runtime contrib op MatMulIntegerToFloat) or "per-tensor"
+            (DynamicQuantizeLinear: standard ops, the converted graph's numerics).
         opset: ONNX opset of the file.
         dynamic_shapes: "batch" (dim 0 of every input is dynamic), None, or a torch.export spec.
 
     Returns:
-        ExportResult with per-layer placement ("int8" / "float") from ONNX Runtime's optimized graph.
+        ExportResult with per-layer placement ("int8" / "float") from ONNX Runtime's optimized graph,
+        and `options` (target, why, weight/activation types, dynamic activation granularity).
 
     Example:
         res = export_onnx(qm, (x,), "out/model.onnx")
         res.placement  # {"fc1": "int8", ...}
     """
+    require_exportable(model, "export_onnx")
+    check_file_target(path, "export_onnx")  # before the export
     if style not in STYLES:
         raise ConfigError(f"style={style!r} is not one of {STYLES}.")
     if weight_dtype not in WEIGHT_DTYPES:
         raise ConfigError(f"weight_dtype={weight_dtype!r} is not one of {WEIGHT_DTYPES}.")
-    act = _dtype(act_dtype if act_dtype is not None else default_act_dtype(weight_dtype), "act_dtype")
+    if dynamic_act not in DYNAMIC_ACTS:
+        raise ConfigError(f"dynamic_act={dynamic_act!r} is not one of {DYNAMIC_ACTS}.")
+    cpu, why = resolve_target(target)
+    weight_mode = _weight_mode(weight_dtype, cpu)
+    act_name = _act_dtype(act_dtype, weight_mode, cpu)
+    act = _dtype(act_name, "act_dtype")
     args = as_input_tuple(example_inputs)
 
-    ir_model, layer_names = to_onnx_ir(model, args, opset=opset, dynamic_shapes=dynamic_shapes)
-    passes = qdq_passes(act_dtype=act, weight_dtype=weight_dtype, layer_names=layer_names)
+    fused_model, fused = recompose_recurrent(model)
+    ir_model, layer_names = to_onnx_ir(fused_model, args, opset=opset, dynamic_shapes=dynamic_shapes)
+    passes = qdq_passes(act_dtype=act, weight_dtype=weight_mode, dynamic_act=dynamic_act, layer_names=layer_names)
     if style == "qop":
         passes += qop_passes()
     run_passes(ir_model, passes)
+    float_notes = ir_model.graph.meta.get(FLOAT_NOTES, {})
+    options = {"target": cpu.name, "target_reason": why, "kernels": cpu.kernels,
+               "runs_exactly_on": cpu.runs_exactly_on, "weight_dtype": _weights_written(weight_mode),
+               "act_dtype": act.name.lower(), "dynamic_act": dynamic_act}
+    ir_model.metadata_props.update({METADATA_TARGET: cpu.name, METADATA_WHY: why,
+                                    METADATA_WEIGHTS: options["weight_dtype"], METADATA_ACTS: options["act_dtype"],
+                                    METADATA_DYNAMIC_ACT: dynamic_act})
     proto = ir.serde.serialize_model(ir_model)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -177,5 +217,14 @@ def export_onnx(
         tmp.write_bytes(proto.SerializeToString())
 
     gm = model if isinstance(model, GraphModule) else export_model(model, args, dynamic_shapes).module()
-    placement, detail = place_layers(Path(path), coverage(gm).layers)
-    return ExportResult(path=Path(path), format="onnx", placement=placement, detail=detail)
+    rows = coverage(gm).layers
+    placement, detail = place_layers(Path(path), rows, float_notes)
+    for row in rows:
+        op = fused.get(row.node)
+        if op is not None:
+            placement[row.name], detail[row.name] = "float", FUSED_DETAIL.format(op=op)
+    return ExportResult(path=Path(path), format="onnx", placement=placement, detail=detail, options=options)
+
+
+def _weights_written(weight_mode: str) -> str:
+    return {"auto": "uint8 (int8 where 7-bit)", "uint8": "uint8", "int8": "int8"}[weight_mode]

@@ -8,7 +8,7 @@ the PyTorch node) among the kernels ONNX Runtime fused.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -49,25 +49,34 @@ def _owner(node_name: str, layer_nodes: set[str]) -> str | None:
     return max(best, key=len) if best else None
 
 
-def place_layers(path: Path, layers: Sequence) -> tuple[dict[str, str], dict[str, str]]:
-    """(placement, detail) for coverage rows `layers` in the ONNX file at `path`."""
+def place_layers(path: Path, layers: Sequence, notes: Mapping[str, str] | None = None
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+    """(placement, detail) for coverage rows `layers` in the ONNX file at `path`.
+
+    `notes` maps layer node names the exporter deliberately left in float to the reason, which
+    becomes the detail of those rows when ONNX Runtime indeed runs them in float.
+    """
+    notes = notes or {}
     graph = optimized_graph(path).graph
-    by_node = {row.node: row for row in layers}
+    # A row is several nodes when a transform unrolled one weight over time steps.
+    layer_nodes = {n for row in layers for n in (row.nodes or (row.node,))}
     found: dict[str, str] = {}
     for node in graph.node:
-        owner = _owner(node.name, set(by_node))
+        owner = _owner(node.name, layer_nodes)
         if owner is None:
             continue
         if node.op_type in INT8_KERNELS or owner not in found:
             found[owner] = node.op_type if not node.domain else f"{node.domain}.{node.op_type}"
     placement, detail = {}, {}
     for row in layers:
-        op = found.get(row.node)
-        if op is not None and op.rsplit(".", 1)[-1] in INT8_KERNELS:
+        ops = [found.get(n) for n in (row.nodes or (row.node,))]
+        int8 = all(o is not None and o.rsplit(".", 1)[-1] in INT8_KERNELS for o in ops)
+        op = next((o for o in ops if o is None or o.rsplit(".", 1)[-1] not in INT8_KERNELS), ops[0])
+        if int8:
             placement[row.name], detail[row.name] = "int8", op
         else:
             placement[row.name] = "float"
-            why = row.reason if not row.quantized else f"ONNX Runtime runs it as float {op or 'ops'}"
+            why = row.reason if not row.quantized else notes.get(row.node) or f"ONNX Runtime runs it as float {op or 'ops'}"
             if row.scheme and row.scheme.startswith("weight-only"):
                 why = f"weight-only: int8 weights dequantized, float {op or 'MatMul'}"
             detail[row.name] = why or "float"

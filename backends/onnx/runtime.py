@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import onnxruntime as ort
 
 # pt2e_int8's package __init__ is lazy: this pulls in no torch or torchao.
 from backends.dtypes import InputSpec, from_onnx
+from backends.onnx.target import METADATA_TARGET, drift_warning
 from pt2e_int8.errors import InputFileError
 
 
@@ -106,4 +108,7 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> OnnxSessio
             f"{p} is not a loadable ONNX model ({first}). The file may be truncated or corrupt, "
             "or not an .onnx file: re-export it."
         ) from e
+    why = drift_warning(session.get_modelmeta().custom_metadata_map.get(METADATA_TARGET))
+    if why is not None:
+        warnings.warn(f"{p.name}: {why}", stacklevel=2)
     return OnnxSession(p, session)

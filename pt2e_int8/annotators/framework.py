@@ -19,7 +19,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 from pt2e_int8.compat.torchao import is_annotated, set_annotation
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import Decision, keep_float_reason, pending_notes, record
-from pt2e_int8.ops import FUSABLE_ACTIVATIONS
+from pt2e_int8.ops import FUSED_ACTIVATIONS, INT8_INPUT_OPS, SHARED_QPARAM_OPS, int8_limit
 
 aten = torch.ops.aten
 
@@ -170,13 +170,41 @@ def is_param(node) -> bool:
 
 
 def fused_activation(node: Node) -> Node | None:
-    """The clamp-like op a GEMM/conv/add can absorb: its only user, if it is one."""
+    """The clamp-like op `node`'s int8 kernel absorbs (ops.FUSED_ACTIVATIONS): its only user, if one."""
     if len(node.users) != 1:
         return None
     (user,) = node.users
-    if user.op == "call_function" and user.target in FUSABLE_ACTIVATIONS and user.args[0] is node:
+    fusable = FUSED_ACTIVATIONS.get(node.target, frozenset())
+    if user.op == "call_function" and user.target in fusable and user.args[0] is node:
         return user
     return None
+
+
+def feeds_int8(node: Node) -> bool:
+    """Whether `node`'s result reaches an int8 consumer or a model output.
+
+    A result feeding only float ops (a transformer residual into LayerNorm) would be
+    dequantized at once: quantizing it adds a round trip and error, nothing else. Data
+    movement and pooling pass int8 through unchanged, so they are looked through: a residual
+    that is transposed and then normalized still feeds only a float op. A model output ends
+    the int8 path as a final linear's quantized output does.
+    """
+    seen, todo = set(), list(node.users)
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if user.op == "output":
+            return True
+        if user.op != "call_function" or user.target not in INT8_INPUT_OPS:
+            continue
+        if user.target in SHARED_QPARAM_OPS:
+            if int8_limit(user) is None:  # passes int8 on: its consumers decide
+                todo.extend(user.users)
+            continue
+        return True
+    return False
 
 
 def output_is_quantized(node: Node) -> bool:

@@ -1,8 +1,11 @@
-"""Ops that keep their input's qparams: data movement, pooling and concatenation.
+"""Ops that keep their input's qparams: data movement, pooling, clamp-like activations, cat.
 
-These run last: they only join a quantized region (their input's producer already has
-an output qspec), so they never create a q/dq island of their own. Output and input
-share one observer, so the int8 values pass through unchanged.
+These run last (lowest priority), so every layer and elementwise op has already claimed
+its edges. A data-movement op joins a quantized region only: its input's producer already
+has an output qspec, so it never creates a q/dq island of its own. Output and input share
+one observer, so the int8 values pass through unchanged (XNNPACK's qs8 clamp, max-pool,
+slice and concatenation require exactly that). A node the backend cannot run in int8
+(ops.INT8_OPS limits: a 3-D mean, a ceil-mode average pool) is left float with the reason.
 """
 
 from torch.fx import Node
@@ -11,23 +14,33 @@ from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQu
 from pt2e_int8.annotators.framework import (
     Annotation,
     Rejected,
+    feeds_int8,
     is_float_tensor,
     op_annotator,
     output_is_quantized,
 )
-from pt2e_int8.config import QuantConfig
-from pt2e_int8.ops import CAT_OPS, SHARED_QPARAM_OPS
+from pt2e_int8.config import QuantConfig, activation_spec
+from pt2e_int8.ops import CAT_OPS, SHARED_QPARAM_OPS, int8_limit
 
 
-@op_annotator(name="shared_qparams", targets=SHARED_QPARAM_OPS, priority=10)
+@op_annotator(name="shared_qparams", targets=SHARED_QPARAM_OPS | CAT_OPS, priority=10)
 def annotate_shared_qparams(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
+    """One annotator for both, so a single walk in graph order lets qparams flow through a
+    chain like cat → permute → upsample."""
     if cfg.mode != "static":
         return Rejected("shares qparams only within static int8 regions")
+    return annotate_cat(node, cfg) if node.target in CAT_OPS else _annotate_shared(node, cfg)
+
+
+def _annotate_shared(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     src = node.args[0]
     if not is_float_tensor(src):
         return Rejected("input is not a floating-point tensor")
     if not output_is_quantized(src):
         return Rejected("input is not quantized")
+    limit = int8_limit(node)
+    if limit:
+        return Rejected(limit)
     ann = QuantizationAnnotation(
         input_qspec_map={src: SharedQuantizationSpec(src)},
         output_qspec=SharedQuantizationSpec((src, node)),
@@ -35,18 +48,21 @@ def annotate_shared_qparams(node: Node, cfg: QuantConfig) -> Annotation | Reject
     return Annotation({node: ann}, (node,))
 
 
-@op_annotator(name="cat", targets=CAT_OPS, priority=10)
 def annotate_cat(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
-    if cfg.mode != "static":
-        return Rejected("shares qparams only within static int8 regions")
+    """One set of qparams for every input and the output (XNNPACK's qs8 concatenate needs it).
+
+    Quantized when an input is already int8 or the result feeds an int8 consumer; the
+    first quantized input sets the qparams (else the first input gets an observer).
+    """
     inputs = list(node.args[0])
     if not all(is_float_tensor(i) for i in inputs):
         return Rejected("an input is not a floating-point tensor")
-    if not all(output_is_quantized(i) for i in inputs):
-        return Rejected("not every input is quantized")
-    first = inputs[0]
-    shared = SharedQuantizationSpec((first, node))
-    qspecs = {first: SharedQuantizationSpec(first)}
-    qspecs.update({i: shared for i in inputs[1:] if i is not first})  # cat([h, h]) shares h once
+    quantized = [i for i in inputs if output_is_quantized(i)]
+    if not quantized and not feeds_int8(node):
+        return Rejected("no input is quantized and its result only feeds float ops")
+    source = (quantized or inputs)[0]
+    shared = SharedQuantizationSpec((source, node))
+    qspecs = {source: SharedQuantizationSpec(source) if quantized else activation_spec(cfg)}
+    qspecs.update({i: shared for i in inputs if i is not source})  # cat([h, h]) shares h once
     ann = QuantizationAnnotation(input_qspec_map=qspecs, output_qspec=shared)
     return Annotation({node: ann}, (node,))

@@ -1,4 +1,4 @@
-"""The `pt2e-int8` command: export, bench, compare, demo.
+"""The `pt2e-int8` command: export, bench, compare, debug, demo.
 
 Exit status (README, "Command line"): 0 success; 2 bad input or usage, with one paragraph naming the
 problem and the fix (a traceback only with --debug); 1 anything else, or a broken
@@ -10,18 +10,21 @@ of the export machinery.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pt2e_int8.app.quiet import quiet_third_party
-from pt2e_int8.errors import UserInputError
+from pt2e_int8.errors import Pt2eInt8Error, UserInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 # Import-time chatter from dependencies that says nothing about the user's run
 # (torchao's optional CUDA kernels, a torch deprecation about torchao's enums).
@@ -39,7 +42,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="a .pt2 (torch.export.save; float or already converted) or path/file.py:function / "
                         "package.module:function returning a module or (module, example_inputs)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for model.pte, model.onnx, report.*")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=_output_dir,
+                   help="directory for model.pte, model.onnx, report.*")
     p.add_argument("--format", default="pte,onnx", help="comma-separated: pte, onnx (default: both)")
     p.add_argument("--scheme", choices=("static", "dynamic", "weight-only"), default=None,
                    help="int8 scheme for a float model (default: static)")
@@ -50,6 +54,48 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--example-inputs", metavar="FILE", help=".pt/.npz example inputs (batch first)")
     p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],
                    help="module paths (as in model.named_modules()) to leave in float")
+    p.add_argument("--shapes", choices=("auto", "batch", "static"), default="auto",
+                   help="batch dimension of the artifacts: auto (default: dynamic unless it costs the .pte "
+                        "XNNPACK coverage or delegate calls), batch (always dynamic), static (the example's)")
+    p.add_argument("--max-batch", type=_positive, default=None, metavar="N",
+                   help="largest batch a dynamic-batch .pte accepts (default 64); memory is planned for it")
+    p.add_argument("--target", choices=("auto", "x86-avx2", "x86-vnni", "arm64"), default="auto",
+                   help="CPUs the .onnx is for (its int8 types): auto = this machine's; x86-avx2 is exact on every CPU")
+    p.add_argument("--plan", metavar="FILE", help="a per-layer plan (plan.json from --target-metric) to quantize with")
+    auto = p.add_mutually_exclusive_group()
+    auto.add_argument("--target-metric", type=float, metavar="X",
+                      help="search: move the fewest layers off static int8 until --metric reaches X")
+    auto.add_argument("--max-drop", type=_non_negative_float, metavar="D",
+                      help="search: as --target-metric, with X = the float model's --metric minus D")
+    p.add_argument("--metric", choices=("cosine", "sqnr"), default="cosine",
+                   help="search metric: outputs vs the float model's on --eval-inputs (default cosine)")
+    p.add_argument("--eval-inputs", metavar="FILE", help=".pt/.npz inputs the search measures on "
+                   "(default: the calibration batches; pass held-out data)")
+    _add_trust(p)
+
+
+def _add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-model-file", action="store_true",
+                   help="load a .pt2 MODEL with everything torch.export.load would run from it (pickled "
+                        "objects, shape expressions): only for files you trust like a script")
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="the float model: a .pt2 or path/file.py:function")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for debug.json and debug.png")
+    p.add_argument("--scheme", choices=("static", "dynamic", "weight-only"), default=None,
+                   help="int8 scheme to debug (default: static)")
+    p.add_argument("--plan", metavar="FILE", help="a per-layer plan (plan.json) instead of --scheme")
+    p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],
+                   help="module paths to leave in float")
+    p.add_argument("--calibration", metavar="FILE", help=".pt/.npz calibration batches")
+    p.add_argument("--example-inputs", metavar="FILE", help=".pt/.npz example inputs (batch first)")
+    p.add_argument("--inputs", metavar="FILE", help=".pt/.npz inputs to measure on (default: the calibration batches)")
+    p.add_argument("--artifacts", metavar="FORMATS", default=None,
+                   help="also read each layer's output from these artifacts, e.g. pte,onnx")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also measure the output cosine with each layer alone moved off static int8")
+    _add_trust(p)
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -59,7 +105,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive, default=None, help="runtime threads (default: the runtime's)")
     p.add_argument("--inputs", metavar="FILE", help=".pt/.npz inputs (default: random, of the file's signature)")
     p.add_argument("--batch", type=_positive, default=1, help="batch size of random inputs (default 1)")
-    p.add_argument("--json", metavar="FILE", help="write timings and the device description here")
+    p.add_argument("--json", metavar="FILE", type=_output_file, help="write timings and the device description here")
 
 
 def _add_compare(p: argparse.ArgumentParser) -> None:
@@ -69,11 +115,12 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", required=True, metavar="FILE", help=".pt/.npz inputs, one or more batches")
     p.add_argument("--max-steps", type=_non_negative_float, default=None, metavar="K",
                    help="exit 1 when any output is off by more than K quantization steps")
-    p.add_argument("--json", metavar="FILE", help="write the comparison here")
+    p.add_argument("--json", metavar="FILE", type=_output_file, help="write the comparison here")
+    _add_trust(p)
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", default="out/demo", metavar="DIR", help="default: out/demo")
+    p.add_argument("-o", "--output", default="out/demo", metavar="DIR", type=_output_dir, help="default: out/demo")
     p.add_argument("--epochs", type=_positive, default=None, help=argparse.SUPPRESS)  # tests: a shorter run
     p.add_argument("--bench-iters", type=_positive, default=None, help=argparse.SUPPRESS)
 
@@ -84,6 +131,8 @@ COMMANDS: dict[str, Command] = {
     "bench": Command("latency of .pte / .onnx files on this device", _add_bench, "pt2e_int8.app.commands.bench:run"),
     "compare": Command("numerical parity of artifacts against the PyTorch reference", _add_compare,
                        "pt2e_int8.app.commands.compare:run"),
+    "debug": Command("per-layer error table, artifact divergence and sensitivity of a model's int8 version",
+                     _add_debug, "pt2e_int8.app.commands.debug:run"),
     "demo": Command("train, quantize (PTQ static, dynamic, QAT), export, run and bench a digits classifier",
                     _add_demo, "pt2e_int8.app.commands.demo:run"),
 }
@@ -103,6 +152,18 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _output_dir(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: pass the directory for the outputs, e.g. -o out")
+    return text
+
+
+def _output_file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: pass a file path, e.g. --json result.json")
+    return text
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also rejects nan
@@ -111,10 +172,14 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
-    parser = argparse.ArgumentParser(prog="pt2e-int8", parents=[common],
+    parser = argparse.ArgumentParser(prog="pt2e-int8",
                                      description="int8 export for edge CPUs: .pte (ExecuTorch XNNPACK) and QDQ .onnx")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    # Accepted after the command too; SUPPRESS keeps `pt2e-int8 --debug export ...` from being reset
+    # to False by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and library warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help, parents=[common]))
@@ -145,12 +210,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"pt2e-int8: warning: {message}", file=file or sys.stderr)
 
 
-def _quiet_dependencies() -> None:
+def _quiet_before_import() -> None:
     quiet_third_party()
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    if "torch" in sys.modules:  # already imported (by pt2e_int8 itself): hush its log warnings too
-        sys.modules["torch"]._logging.set_logs(all=logging.ERROR)
     # Library warnings (deprecations inside torch/torchao) are noise to a user of the command;
     # pt2e-int8's own warnings still show.
     warnings.filterwarnings("ignore")
@@ -159,13 +222,40 @@ def _quiet_dependencies() -> None:
     sys.stderr = _GraphDumpFilter(sys.stderr)
 
 
+def _quiet_after_import() -> None:
+    # After the command's imports: torch sets its loggers' levels when it is imported, so
+    # this must come later (else torch.export.load's logged tracebacks reach the terminal).
+    if "torch" in sys.modules:
+        sys.modules["torch"]._logging.set_logs(all=logging.ERROR)
+
+
+class Terminated(BaseException):  # noqa: N818  (like KeyboardInterrupt: not an error of the run)
+    """SIGTERM, raised in the main thread so that staging folders are removed on the way out."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pt2e-int8` console script; also callable in-process (state is restored)."""
     args = build_parser().parse_args(argv)
     stderr = sys.stderr
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sigterm_raises():
         if not args.debug:
-            _quiet_dependencies()
+            _quiet_before_import()
         try:
             return _dispatch(args)
         finally:
@@ -177,15 +267,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     module_name, _, func_name = COMMANDS[args.command].target.partition(":")
     try:
         run = getattr(importlib.import_module(module_name), func_name)
+        if not args.debug:
+            _quiet_after_import()
         return run(args)
     except UserInputError as e:
         if args.debug:
             traceback.print_exc()
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except SystemExit as e:  # argparse is done: only the user's model code (or a library) exits here
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: code run by the command called sys.exit({e.code!r}) (the model's forward or "
+              "factory, most likely). Models must return outputs, not exit; add --debug to see where.",
+              file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted; no output was half-written", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM); no output was half-written", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Pt2eInt8Error as e:  # a fault the tool detected and explained (a lowering that failed, ...)
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: failed: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception as e:  # noqa: BLE001  (the last line of defence: exit 1 with a readable line)
         if args.debug:
             traceback.print_exc()

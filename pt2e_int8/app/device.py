@@ -1,8 +1,8 @@
 """What this device is, for bench results: CPU model, cores, int8-relevant ISA features, runtimes.
 
-Standard library only (no torch, no pt2e_int8 imports), so it costs nothing on a board, and
-bench/run.py loads this file on its own. Linux reads /proc/cpuinfo (x86 `flags`, ARM `Features`
-and `CPU part`); elsewhere the fields it cannot see are None or False.
+Standard library only (no torch; the cpuinfo parser is backends/cpu_features.py), so it costs
+nothing on a board, and bench/run.py loads this file on its own. Linux reads /proc/cpuinfo (x86
+`flags`, ARM `Features` and `CPU part`); elsewhere the fields it cannot see are None or False.
 """
 
 from __future__ import annotations
@@ -12,40 +12,45 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-# ISA features that decide which int8 kernels a runtime can use, in cpuinfo spelling.
-# x86: avx2 (baseline int8 via vpmaddubsw), avx512_vnni / avx_vnni (vpdpbusd dot products),
-#      amx_int8 (tile matmul). ARM: asimd (NEON), asimddp (sdot/udot), i8mm (smmla).
-INT8_FEATURES = ("sse4_1", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
-                 "neon", "asimd", "asimddp", "i8mm", "sve", "sve2")
-# Friendlier names users search for, alongside the kernel's spelling.
-_ALIASES = {"asimddp": "dotprod", "asimd": "neon"}
+# The cpuinfo parser lives in the backends layer (standard library only), which also picks kernels from it.
+from backends.cpu_features import ALIASES as _ALIASES
+from backends.cpu_features import isa_features
+from backends.cpu_features import parse_cpuinfo as _cpuinfo
+from backends.cpu_features import read_cpuinfo as _read_cpuinfo
+
 RUNTIME_DISTRIBUTIONS = ("torch", "executorch", "onnxruntime", "numpy")
 
 
-def _read_cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return ""
+# Linux arm64 hardware capability bits (arch/arm64/include/uapi/asm/hwcap.h), in /proc/cpuinfo spelling.
+# AT_HWCAP / AT_HWCAP2 are what cpuinfo (XNNPACK's and PyTorch's CPU detection) and ONNX Runtime's MLAS
+# read on Linux to pick int8 kernels: asimddp -> sdot, i8mm -> smmla, sme -> SME tiles.
+HWCAP = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
+         "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+HWCAP2 = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm "
+          "svebf16 i8mm bf16 dgh rng bti mte ecv afp rpres mte3 sme smei16i64 smef64f64 smei8i32 smef16f32 "
+          "smeb16f32 smef32f32 smefa64 wfxt ebf16 sveebf16 cssc rprfm sve2p1").split()
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
 
 
-def _cpuinfo(text: str) -> dict[str, str]:
-    info: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        if sep and key and key not in info:  # first processor block is enough
-            info[key] = value.strip()
-    return info
+def hwcap_features(hwcap: int, hwcap2: int) -> list[str]:
+    """Feature names of arm64 AT_HWCAP / AT_HWCAP2 bit masks."""
+    return ([n for i, n in enumerate(HWCAP) if hwcap >> i & 1]
+            + [n for i, n in enumerate(HWCAP2) if hwcap2 >> i & 1])
 
 
-def isa_features(cpuinfo: dict[str, str]) -> dict[str, bool]:
-    """The int8-relevant features, each True/False (aliases dotprod/neon included)."""
-    flags = set((cpuinfo.get("flags") or cpuinfo.get("features") or "").split())
-    found = {f: f in flags for f in INT8_FEATURES}
-    for kernel_name, alias in _ALIASES.items():
-        found[alias] = found.get(alias, False) or found[kernel_name]
-    return found
+def arm_hwcaps(auxv: bytes | None = None) -> list[str] | None:
+    """The arm64 features this process was given (None off arm64 Linux or when unreadable)."""
+    if auxv is None:
+        if platform.machine() not in ("aarch64", "arm64"):
+            return None
+        try:
+            auxv = Path("/proc/self/auxv").read_bytes()
+        except OSError:
+            return None
+    import struct
+
+    entries = dict(struct.iter_unpack("<QQ", auxv[: len(auxv) // 16 * 16]))
+    return hwcap_features(entries.get(_AT_HWCAP, 0), entries.get(_AT_HWCAP2, 0))
 
 
 # Arm "CPU part" codes (implementer 0x41) of cores common on boards and phones: ARM Linux
@@ -112,6 +117,9 @@ def describe_device(cpuinfo_text: str | None = None) -> dict:
     """
     text = _read_cpuinfo() if cpuinfo_text is None else cpuinfo_text
     info = _cpuinfo(text)
+    hwcaps = arm_hwcaps() if cpuinfo_text is None else None
+    if hwcaps is not None:  # what the kernels' own CPU detection reads, rather than the text file
+        info["features"] = " ".join(hwcaps)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu_model": _cpu_model(info, text),
@@ -121,6 +129,7 @@ def describe_device(cpuinfo_text: str | None = None) -> dict:
         "logical_cores": os.cpu_count(),
         "usable_cores": affinity,
         "isa": isa_features(info),
+        "isa_source": "hwcap" if hwcaps is not None else "/proc/cpuinfo",
         "python": platform.python_version(),
         "runtimes": runtime_versions(),
     }

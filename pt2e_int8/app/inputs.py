@@ -71,8 +71,10 @@ def load_batches(path: str | Path, *, arity: int | None = None) -> list[Batch]:
         A non-empty list of tuples of tensors.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputFileError(f"{path}: no such file. Pass {_SHAPE_HELP}.")
+    if not path.is_file():  # a directory, FIFO or device: reading it fails or blocks
+        raise InputFileError(f"{path} is not a regular file. Pass {_SHAPE_HELP}.")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         batches = _load_npz(path)

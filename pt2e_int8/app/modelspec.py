@@ -51,18 +51,10 @@ def _freeze_train_eval(gm: torch.nn.Module) -> torch.nn.Module:
     return gm
 
 
-def _load_pt2(path: Path, source: str) -> LoadedModel:
-    if not path.is_file():
-        raise InputFileError(f"MODEL {path}: no such file. Pass {_FORMS}.")
-    import pt2e_int8.qdq  # noqa: F401  (registers quantized_decomposed ops so a converted .pt2 deserializes)
+def _load_pt2(path: Path, source: str, trust: bool) -> LoadedModel:
+    from pt2e_int8.pt2_file import load_pt2
 
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as e:  # noqa: BLE001  (corrupt archives fail in many ways)
-        raise InputFileError(
-            f"MODEL {path}: cannot be loaded with torch.export.load ({_first_line(e)}). The file is truncated, "
-            "corrupt or not an ExportedProgram: re-create it with torch.export.save(torch.export.export(model, args), path)."
-        ) from e
+    ep = load_pt2(path, trust=trust)
     gm = _freeze_train_eval(ep.module())
     example = None
     saved = getattr(ep, "example_inputs", None)
@@ -73,8 +65,10 @@ def _load_pt2(path: Path, source: str) -> LoadedModel:
 
 
 def _exec_file(path: Path, source: str) -> types.ModuleType:
-    if not path.is_file():
+    if not path.exists():
         raise InputFileError(f"MODEL {source}: the file {path} does not exist. Pass {_FORMS}.")
+    if not path.is_file():
+        raise InputFileError(f"MODEL {source}: {path} is not a regular file. Pass {_FORMS}.")
     name = f"_pt2e_int8_model_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -100,6 +94,11 @@ def _import_factory_module(target: str, source: str) -> types.ModuleType:
                 f"(check PYTHONPATH) or a file path; {_FORMS}."
             ) from e
         raise InputFileError(f"MODEL {source}: importing it failed ({_first_line(e)}). Install what it imports.") from e
+    except SystemExit as e:
+        raise InputFileError(
+            f"MODEL {source}: importing {target} called sys.exit({e.code!r}). A model file must define the "
+            "factory without exiting on import: guard its script part with `if __name__ == \"__main__\":`."
+        ) from e
     except Exception as e:  # noqa: BLE001  (the user's module raised at import)
         raise InputFileError(
             f"MODEL {source}: importing {target} raised {_first_line(e)}. Fix the module so it imports "
@@ -120,6 +119,11 @@ def _call_factory(target: str, func_name: str, source: str) -> LoadedModel:
         )
     try:
         made = factory()
+    except SystemExit as e:
+        raise InputFileError(
+            f"MODEL {source}: calling {func_name}() called sys.exit({e.code!r}). The factory must return the "
+            "model (or (model, example_inputs)), not exit."
+        ) from e
     except Exception as e:  # noqa: BLE001  (the user's factory raised)
         raise InputFileError(
             f"MODEL {source}: calling {func_name}() raised {_first_line(e)}. Fix the factory so it builds "
@@ -137,15 +141,19 @@ def _call_factory(target: str, func_name: str, source: str) -> LoadedModel:
     return LoadedModel(made, example, is_converted(made), source)
 
 
-def load_model(spec: str) -> LoadedModel:
+def load_model(spec: str, *, trust: bool = False) -> LoadedModel:
     """Load MODEL as given on the command line.
+
+    A `.pt2` is checked for anything that could run code on load and refused when it has some,
+    unless `trust` (--trust-model-file); see `pt2e_int8.pt2_file`. A `file.py:function` is code
+    the user runs on purpose.
 
     Example:
         load_model("models/mlp.py:build")   # -> LoadedModel(module, example_inputs, converted=False, ...)
         load_model("out/qm.pt2")
     """
     if spec.lower().endswith(".pt2"):
-        return _load_pt2(Path(spec), spec)
+        return _load_pt2(Path(spec), spec, trust)
     target, sep, func_name = spec.rpartition(":")
     if not sep or not target or not func_name:
         if Path(spec).suffix.lower() in (".pt", ".pth", ".ckpt", ".safetensors"):
@@ -155,3 +163,39 @@ def load_model(spec: str) -> LoadedModel:
             )
         raise InputFileError(f"MODEL {spec!r} is neither a .pt2 file nor module:function. Pass {_FORMS}.")
     return _call_factory(target, func_name, spec)
+
+
+def model_file_of(spec: str) -> Path | None:
+    """The file MODEL names (the .pt2, or the .py of file.py:function); None for package.module:function."""
+    if spec.lower().endswith(".pt2"):
+        return Path(spec)
+    target, sep, _ = spec.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target or "\\" in target):
+        return Path(target)
+    return None
+
+
+def run_model(module: torch.nn.Module, args: tuple, *, what: str, fix: str) -> list[torch.Tensor]:
+    """The model's outputs on `args`, flattened; a model that raises, exits or returns no tensor
+    is the user's to fix (ExampleInputsError naming `what` and `fix`).
+
+    Example:
+        run_model(loaded.module, example, what="MODEL on the example inputs", fix="Pass --example-inputs ...")
+    """
+    from pt2e_int8.app.parity import flatten_outputs
+    from pt2e_int8.capture import describe_inputs
+    from pt2e_int8.errors import ExampleInputsError
+
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    except SystemExit as e:
+        raise ExampleInputsError(f"{what} {describe_inputs(args)}: forward called sys.exit({e.code!r}). {fix}") from e
+    except Exception as e:  # noqa: BLE001  (any failure of the user's forward on the user's inputs)
+        raise ExampleInputsError(f"{what} {describe_inputs(args)} fails: {_first_line(e)}. {fix}") from e
+    outs = flatten_outputs(out)
+    if not outs:
+        raise ExampleInputsError(
+            f"{what} returns {type(out).__name__}, no tensor: forward must return a tensor or a tuple/list/dict of "
+            "tensors.")
+    return outs

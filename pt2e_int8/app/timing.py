@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from backends.registry import backend_of, load_artifact
+from pt2e_int8.app.artifact_run import run_artifact
 from pt2e_int8.errors import InputFileError
 
 
@@ -93,13 +94,7 @@ def bench_artifacts(paths: list[str | Path], *, iters: int = 100, warmup: int = 
     for path in paths:
         prog = load_artifact(path, threads=threads)
         args = list(inputs) if inputs is not None else list(synthetic_inputs(prog, batch))
-        try:
-            prog.run(args)
-        except Exception as e:  # noqa: BLE001
-            raise InputFileError(
-                f"{path}: running it on inputs {[tuple(a.shape) for a in args]} failed ({type(e).__name__}: "
-                f"{str(e)[:200]}). Pass --inputs FILE with inputs of the exported signature."
-            ) from e
+        run_artifact(prog, args, path, "--inputs" if inputs is not None else f"random inputs of batch {batch}")
         runners.append(lambda prog=prog, args=args: prog.run(args))
     samples = time_interleaved(runners, iters, warmup)
     timings = [Timing(str(path), backend_of(path).name, path.stat().st_size, iters, warmup, **latency_stats(ms))

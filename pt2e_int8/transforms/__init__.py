@@ -10,7 +10,8 @@ Each is a `torch.fx` `PassBase` (`<Verb><Noun>Pass`, `call(gm) -> PassResult` wi
   `T(stats, config_of)`; `apply_calibrated_transforms` runs them after the statistics pass and
   before prepare_pt2e (workflow.quantize, workflow.prepare_qat), only for scopes whose config
   asks for them (`QuantConfig.smooth`).
- A transform
+
+A transform
 notes what it did on the nodes it creates (`pt2e_int8.decision.add_note`), so coverage rows
 say, for example, that a linear came from an LSTM. Integer and boolean subgraphs are never
 touched: masks, positions and indices stay exactly as exported.
@@ -26,11 +27,16 @@ from torch.fx.passes.infra.pass_base import PassBase
 from pt2e_int8.calibration_stats import ActivationStats
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.errors import Pt2eInt8Error
+from pt2e_int8.transforms.clamp_to_hardtanh import RewriteClampAsHardtanhPass
+from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
 from pt2e_int8.transforms.rescale_outputs import RescaleOutputChannelsPass
 from pt2e_int8.transforms.smooth_quant import SmoothActivationsPass
 
-# The registration: explicit and ordered. Empty today; each transform appends itself here.
-PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = ()
+# The registration: explicit and ordered.
+PRE_ANNOTATION_TRANSFORMS: tuple[type[PassBase], ...] = (
+    DecomposeRecurrentPass,  # LSTM / GRU / RNN → linears + gates: their projections become int8 layers
+    RewriteClampAsHardtanhPass,  # clamp after a layer → hardtanh / relu, which XNNPACK fuses
+)
 
 # Data-driven, in order: output rescaling first (it divides weight rows), then SmoothQuant
 # (weight columns), whose α search then sees the weights as they will be quantized.

@@ -98,4 +98,4 @@ def dynamic_onnx(work) -> tuple[subprocess.CompletedProcess, Path]:
     """A dynamic-scheme ONNX export with fc1 kept float: a different model from the static reference."""
     out = work / "dyn"
     return run_cli("export", "model.py:build", "-o", out, "--format", "onnx", "--scheme", "dynamic",
-                   "--keep-float", "fc1", cwd=work), out
+                   "--keep-float", "fc1", "--target", "x86-avx2", cwd=work), out

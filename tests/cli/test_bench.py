@@ -96,3 +96,12 @@ def test_bench_with_inputs_file(work, exported, capsys):
                                   "--warmup", "0", cwd=work, capsys=capsys)
     assert rc == 0, err
     assert "inputs: example.pt" in out and "model.onnx" in out
+
+
+def test_bench_pte_imports_no_exir(exported):
+    """bench on a .pte loads ExecuTorch's bare runtime bindings, never `executorch.exir` (the compiler
+    stack that `executorch.runtime` and `portable_lib` import: 19-38 s under qemu, seconds on a board)."""
+    _, exp = exported
+    modules = _modules_after_bench(exp / "model.pte", skip_package_init=False)
+    assert "executorch.extension.pybindings._C" in modules
+    assert _loaded(modules, EXPORT_MACHINERY) == []

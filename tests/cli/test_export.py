@@ -34,6 +34,8 @@ def test_export_writes_artifacts_and_report(exported):
         assert art["parity"]["vs_float"][0]["sqnr_db"] > 15, art["parity"]["vs_float"]
     md = (out / "report.md").read_text()
     assert "| `fc1` | linear | yes |" in md and "model.pte" in md
+    onnx_options = report["artifacts"]["onnx"]["options"]  # --target auto: this machine's, and why
+    assert onnx_options["target"] in ("x86-avx2", "x86-vnni", "arm64") and onnx_options["target_reason"].startswith("auto:")
 
 
 def test_export_keep_float_dynamic(dynamic_onnx):
@@ -44,6 +46,8 @@ def test_export_keep_float_dynamic(dynamic_onnx):
     assert rows["fc1"]["quantized"] is False and "set_module_name('fc1')" in rows["fc1"]["reason"]
     assert rows["fc1"]["placement"] == {"onnx": "float"}
     assert rows["fc2"]["quantized"] is True and rows["fc2"]["scheme"].startswith("dynamic")
+    options = json.loads((out / "report.json").read_text())["artifacts"]["onnx"]["options"]
+    assert options["target"] == "x86-avx2" and options["weight_dtype"].startswith("uint8")
 
 
 def test_export_converted_pt2_as_is(work, converted_pt2, capsys):

@@ -12,13 +12,14 @@ def test_static_preset_specs():
         torch.int8, -128, 127, torch.per_tensor_affine)
     assert (w.dtype, w.quant_min, w.quant_max, w.qscheme, w.ch_axis) == (
         torch.int8, -127, 127, torch.per_channel_symmetric, 0)
-    b = bias_spec(cfg, "act", "weight")
+    assert bias_spec(cfg, "act", "weight") is None  # float bias: the backend quantizes it
+    b = bias_spec(cfg.replace(quantize_bias=True), "act", "weight")
     assert b.dtype == torch.int32 and b.derived_from == ["act", "weight"]
 
 
 @pytest.mark.parametrize(
     ("preset", "dynamic", "has_act", "has_bias"),
-    [("dynamic", True, True, False), ("weight_only", False, False, False), ("qat", False, True, True)],
+    [("dynamic", True, True, False), ("weight_only", False, False, False), ("qat", False, True, False)],
     ids=["dynamic", "weight-only", "qat"],
 )
 def test_other_presets(preset, dynamic, has_act, has_bias):
@@ -28,6 +29,7 @@ def test_other_presets(preset, dynamic, has_act, has_bias):
     if act is not None:
         assert act.is_dynamic == dynamic
     assert (bias_spec(cfg, "a", "w") is not None) == has_bias
+    assert (bias_spec(cfg.replace(quantize_bias=True), "a", "w") is not None) == (preset == "qat")
 
 
 def test_qat_defaults_to_moving_average():

@@ -32,7 +32,7 @@ def test_rows_schemes_and_reasons():
     assert not rows["out"].quantized and "set_module_name('out')" in rows["out"].reason
     sdpa = [r for r in rep.layers if r.op == "attention"]
     # A plain PyTorch model gets a plain-PyTorch hint, not the Hugging Face one.
-    assert sdpa and not sdpa[0].quantized and "matmul + softmax" in sdpa[0].reason
+    assert sdpa and not sdpa[0].quantized and "no int8 batch-matmul" in sdpa[0].reason
     assert "attn_implementation" not in sdpa[0].reason
 
     table = str(rep)
@@ -72,3 +72,23 @@ def test_reasons_survive_export_save_and_load():
     rows = {r.name: r for r in q.coverage(torch.export.load(buf).module()).layers}
     assert rows["0"].scheme == "static/per-channel"
     assert rows["2"].reason == "kept float by set_module_name('2')"
+
+
+def test_multihead_attention_rows_are_named_by_their_weights():
+    """nn.MultiheadAttention reads in_proj_weight and out_proj.weight itself (out_proj's forward never runs):
+    the rows are still named after them, so every parametric module is listed by name."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    rows = {r.name: r for r in q.coverage(q.quantize(Block().eval(), (x,), calibration=[(x,)])).layers}
+    assert {"attn.in_proj", "attn.out_proj", "attn"} <= set(rows), list(rows)
+    assert rows["attn.in_proj"].quantized and rows["attn.out_proj"].quantized
+    assert rows["attn"].op == "attention" and "by design" in rows["attn"].reason

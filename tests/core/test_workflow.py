@@ -230,6 +230,7 @@ def test_fast_conv_bn_fold_matches_torchao_convert():
 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from pt2e_int8.bias_grid import snap_bias_to_int32_grid
     from pt2e_int8.compat.torchao import conv_bn_fold_patched
 
     torch.manual_seed(0)
@@ -241,5 +242,6 @@ def test_fast_conv_bn_fold_matches_torchao_convert():
     ours = q.convert(pm)
     assert not conv_bn_fold_patched()  # the wrapper is undone after convert
     reference = convert_pt2e(reference_pm)
+    snap_bias_to_int32_grid(reference)  # convert's own last step, after the fold
     assert torch.equal(ours(x), reference(x))
     assert [n.target for n in ours.graph.nodes] == [n.target for n in reference.graph.nodes]

@@ -60,3 +60,26 @@ def test_minilm_int8(tmp_path):
     rows = {r["variant"]: r for r in _run("minilm_int8.py", tmp_path)}
     assert float(rows["dynamic"]["cos .pte"]) > 0.98 and float(rows["dynamic"]["cos .onnx"]) > 0.98
     assert float(rows["static_histogram"]["cos torch"]) > 0.9
+
+
+def test_digits_qat_ddp_matches_one_process(tmp_path):
+    """The documented torchrun command (2 CPU ranks) reaches the single-process accuracy (±0.5 points).
+    Full recipe, not --quick: its cost is start-up and export, and --quick stops mid-learning."""
+    from tests.distributed._launch import torchrun
+
+    script = ROOT / "export_examples" / "digits_qat_ddp.py"
+    ddp = torchrun(script, "-o", tmp_path / "ddp", module=False, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    single = subprocess.run([sys.executable, str(script), "-o", str(tmp_path / "single")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    rows = {name: {r["model"]: r for r in json.loads((tmp_path / name / "results.json").read_text())}
+            for name in ("ddp", "single")}
+    d, s = rows["ddp"]["qat"], rows["single"]["qat"]
+    assert (d["processes"], s["processes"]) == (2, 1)
+    assert d["same state on all ranks"] == "yes" and _int8_everywhere(d)
+    for col in ("acc % torch", "acc % .pte", "acc % .onnx"):
+        assert abs(float(d[col]) - float(s[col])) <= 0.5, (col, d[col], s[col])
+    assert float(d["acc % torch"]) >= float(rows["ddp"]["float"]["acc % torch"]) - 1.0
+    assert (tmp_path / "ddp" / "qat.pte").exists() and (tmp_path / "ddp" / "checkpoint.pt").exists()

@@ -71,17 +71,6 @@ class LinearHeavy(nn.Module):
         return self.net(x)
 
 
-class ClampThenLinear(nn.Module):
-    """A clamp on the input, not fused into any layer: the hardtanh pass must leave it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(16, 12)
-
-    def forward(self, x):
-        return self.fc(torch.clamp(x, -1.0, 1.0))
-
-
 class SplitBatch(nn.Module):
     """chunk over dim 0 (the batch): not a split the slice pass may rewrite."""
 

@@ -17,7 +17,6 @@ from backends.executorch.passes import (
     FoldBiasDequantPass,
     FoldWeightOnlyDequantPass,
     PassManager,
-    ReplaceClampWithHardtanhPass,
     ReplaceMatmulWithBmmPass,
     ReplaceSplitWithSlicesPass,
 )
@@ -67,7 +66,7 @@ def _same(before, after, x, atol=0.0):
 
 
 def test_fold_bias_fires_on_int32_bias():
-    gm, x = _quantize(models.LinearRelu(), (16,), q.QuantConfig.static())
+    gm, x = _quantize(models.LinearRelu(), (16,), q.QuantConfig.static(quantize_bias=True))
     assert _int32_dq(gm) == 1
     after, modified = _apply(FoldBiasDequantPass(), gm)
     assert modified and _int32_dq(after) == 0
@@ -109,22 +108,6 @@ def test_expand_per_tensor_weight_fires_on_dynamic():
 def test_expand_per_tensor_weight_leaves_static():
     gm, _ = _quantize(models.LinearRelu(), (16,), q.QuantConfig.static(per_channel=False))
     after, modified = _apply(ExpandPerTensorWeightPass(), gm)
-    assert not modified and _counts(after) == _counts(gm)
-
-
-def test_clamp_to_hardtanh_fires_after_linear():
-    gm, x = _quantize(models.LinearClamp(), (16,), q.QuantConfig.static())
-    assert _counts(gm)[aten.clamp.default] == 1
-    after, modified = _apply(ReplaceClampWithHardtanhPass(), gm)
-    assert modified
-    assert _counts(after)[aten.clamp.default] == 0 and _counts(after)[aten.hardtanh.default] == 1
-    _same(gm, after, x)
-
-
-def test_clamp_to_hardtanh_leaves_input_clamp():
-    gm, _ = _quantize(models.ClampThenLinear(), (16,), q.QuantConfig.static())
-    assert _counts(gm)[aten.clamp.default] == 1
-    after, modified = _apply(ReplaceClampWithHardtanhPass(), gm)
     assert not modified and _counts(after) == _counts(gm)
 
 
@@ -225,3 +208,52 @@ def test_pass_manager_names_the_failing_pass():
     with pytest.raises(LoweringError, match="BrokenPass.*boom") as info:
         PassManager([BrokenPass()]).run(gm)
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+class _ClassToken(torch.nn.Module):
+    """A classifier reading the last position (x[:, -1]); the ids are integer and must stay."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x, ids):
+        return self.head(self.fc(x)[:, -1]) + ids[:, -1].float()[:, None]
+
+
+def test_select_to_slice_fires_on_a_float_select_and_leaves_integers():
+    from backends.executorch.passes import ReplaceSelectWithSlicePass
+
+    torch.manual_seed(0)
+    args = (torch.randn(4, 5, 8), torch.randint(0, 9, (4, 6)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qm = q.quantize(_ClassToken().eval(), args, calibration=[args])
+    before = _counts(qm)
+    assert before[aten.select.int] == 2  # x[:, 0] on floats, ids[:, -1] on integers
+    after, fired = _apply(ReplaceSelectWithSlicePass(), qm)
+    counts = _counts(after)
+    assert fired and counts[aten.select.int] == before[aten.select.int] - 1
+    assert counts[aten.view.default] == before[aten.view.default] + 1
+    x = (torch.randn(3, 5, 8), torch.randint(0, 9, (3, 6)))
+    with torch.no_grad():
+        assert torch.equal(qm(*x), after(*x))
+
+
+def test_select_to_slice_lowers_into_one_delegate(tmp_path):
+    from backends.executorch import export_pte
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    x = torch.randn(1, 5, 8)
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = model, torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.body(x)[:, 0])
+
+    res = export_pte(Head().eval(), (x,), tmp_path / "head.pte", dynamic_shapes=None)
+    assert res.delegate_calls == 1 and res.outside_delegate == [], res.outside_delegate

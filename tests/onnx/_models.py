@@ -75,6 +75,17 @@ class Block(nn.Module):
         return self.head(x)
 
 
+class PostNormBlock(Block):
+    """BERT's layer order: LayerNorm after each residual Add (the Add feeds only the LayerNorm)."""
+
+    def forward(self, x):
+        b, s, d = x.shape
+        qkv = self.qkv(x).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (1 / math.sqrt(d // self.heads)), -1)
+        x = self.ln1(x + self.proj(torch.matmul(att, v).permute(0, 2, 1, 3).reshape(b, s, d)))
+        x = self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
+        return self.head(x)
 
 
 def output_step(gm: torch.fx.GraphModule) -> float:

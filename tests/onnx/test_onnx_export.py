@@ -82,30 +82,47 @@ def test_file_is_valid_standard_qdq(static_cases, conv_qat, block_case, name):
         assert w_scale.ndim == 1 and w_scale.size > 1, f"{layer.name}: weight not per-channel"
         axis = next((a.i for a in dq_w.attribute if a.name == "axis"), 1)
         assert w.shape[axis] == w_scale.size
-        if name == "conv_bn_relu":  # QAT folds batch-norm into a float bias (see annotators/conv.py)
-            assert inits[layer.input[2]].dtype == np.float32
-        else:
-            dq_b = producers[layer.input[2]]
-            bias = inits[dq_b.input[0]]
-            assert bias.dtype == np.int32, f"{layer.name}: bias is {bias.dtype}"
-            np.testing.assert_allclose(inits[dq_b.input[1]], inits[dq_x.input[1]] * w_scale, rtol=1e-6)
+        # The graph's bias is float (QuantConfig.quantize_bias=False, and QAT folds batch-norm
+        # into a float bias); QuantizeBiasPass writes the int32 bias ONNX Runtime fuses.
+        dq_b = producers[layer.input[2]]
+        bias = inits[dq_b.input[0]]
+        assert bias.dtype == np.int32, f"{layer.name}: bias is {bias.dtype}"
+        np.testing.assert_allclose(inits[dq_b.input[1]], inits[dq_x.input[1]] * w_scale, rtol=1e-6)
         (out_q,) = [n for n in model.graph.node if layer.output[0] in n.input]
         assert out_q.op_type in ("QuantizeLinear", "Relu"), f"{layer.name} output goes to {out_q.op_type}"
     dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims[0] == "batch", dims
 
 
-def test_dynamic_quantization_fuses_and_matches(scheme_cases):
+def test_dynamic_quantization_is_per_row_and_closer_to_float(scheme_cases):
     case = scheme_cases["dynamic"]
     counts = op_counts(case.path)
     linears = [r for r in q.coverage(case.qm).layers if r.quantized]
+    assert counts["com.microsoft.MatMulIntegerToFloat"] == len(linears) == 5, counts
+    assert counts["QuantizeLinear"] == 5 and counts["DynamicQuantizeLinear"] == 0, counts  # one per input
+    assert {case.result.placement[r.name] for r in linears} == {"int8"}, case.result.detail
+    assert all(case.result.detail[r.name].endswith("MatMulIntegerToFloat") for r in linears), case.result.detail
+    for b, x in batches(case).items():
+        with torch.no_grad():
+            ref, float_out = case.qm(x), case.float_model(x)
+        got = ort_run(case.path, x)
+        # per-row differs from the converted graph's per-tensor rounding, and is closer to float
+        assert q.sqnr(ref, got) >= 25, f"dynamic batch {b}: SQNR {q.sqnr(ref, got):.1f} dB against the reference"
+        assert q.sqnr(float_out, got) >= q.sqnr(float_out, ref) - 0.5, f"dynamic batch {b}: farther from float"
+
+
+def test_dynamic_per_tensor_fuses_and_matches(scheme_cases, onnx_dir):
+    case = scheme_cases["dynamic"]
+    path = onnx_dir / "block_dynamic_per_tensor.onnx"
+    res = export_onnx(case.qm, (case.inputs,), path, dynamic_act="per-tensor")
+    counts = op_counts(path)
+    linears = [r for r in q.coverage(case.qm).layers if r.quantized]
     assert counts["DynamicQuantizeLinear"] == len(linears) == counts["MatMulInteger"] == 5, counts
     assert counts["QuantizeLinear"] == 0, counts
-    assert {case.result.placement[r.name] for r in linears} == {"int8"}, case.result.detail
-    assert all(case.result.detail[r.name].endswith("DynamicQuantizeMatMul") for r in linears), case.result.detail
+    assert all(res.detail[r.name].endswith("DynamicQuantizeMatMul") for r in linears), res.detail
     for b, x in batches(case).items():
-        db = q.sqnr(case.qm(x), ort_run(case.path, x))
-        assert db >= 40, f"dynamic batch {b}: SQNR {db:.1f} dB against the reference"
+        db = q.sqnr(case.qm(x), ort_run(path, x))
+        assert db >= 40, f"dynamic per-tensor batch {b}: SQNR {db:.1f} dB against the reference"
 
 
 def test_weight_only_runs_in_float_with_int8_weights(scheme_cases):
@@ -147,6 +164,8 @@ def test_bad_style_is_a_config_error(static_cases, onnx_dir):
     case = static_cases["linear_relu"]
     with pytest.raises(q.ConfigError, match="style"):
         export_onnx(case.qm, (case.inputs,), onnx_dir / "bad.onnx", style="tflite")
+    with pytest.raises(q.ConfigError, match="dynamic_act='per-channel'"):
+        export_onnx(case.qm, (case.inputs,), onnx_dir / "bad.onnx", dynamic_act="per-channel")
     assert not (onnx_dir / "bad.onnx").exists()
 
 

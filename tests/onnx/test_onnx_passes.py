@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import operator
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ from backends.onnx.passes import (
     ConvertActivationDtypePass,
     FoldWeightTransposePass,
     NameDynamicAxesPass,
+    QuantizeBiasPass,
     RewriteDynamicLinearPass,
     RewriteLinearAsGemmPass,
     ShiftWeightsToUint8Pass,
@@ -81,10 +83,44 @@ def test_fold_weight_transpose_leaves_2d_gemm(linear_2d_weight_only):
     assert not FoldWeightTransposePass()(model).modified
 
 
+def _bias_dq(model: ir.Model) -> list[ir.Node]:
+    return [n for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
+            and n.inputs[0].const_value.dtype == ir.DataType.INT32]
+
+
+def test_quantize_bias_fires_on_static_linear(linear_3d):
+    qm, x = linear_3d
+    model = fresh(qm, x)
+    FoldWeightTransposePass()(model)
+    ref = run(model, x)
+    assert not _bias_dq(model), "the quantizer left the bias float"
+    assert QuantizeBiasPass()(model).modified
+    (dq,) = _bias_dq(model)
+    scale = dq.inputs[1].const_value.numpy()
+    np.testing.assert_allclose(dq.inputs[0].const_value.numpy() * scale, _float_bias(qm), rtol=1e-6, atol=0)
+    # The converted graph's bias already sits on this grid (pt2e_int8/bias_grid.py), so the
+    # int32 bias holds exactly the same values: the outputs do not move.
+    np.testing.assert_array_equal(run(model, x), ref)
+
+
+def _float_bias(qm) -> np.ndarray:
+    linear = next(n for n in qm.graph.nodes if n.target == torch.ops.aten.linear.default)
+    return operator.attrgetter(linear.args[2].target)(qm).detach().numpy()
+
+
+def test_quantize_bias_leaves_dynamic_and_weight_only(linear_3d_dynamic, linear_2d_weight_only):
+    for qm, x in (linear_3d_dynamic, linear_2d_weight_only):
+        model = fresh(qm, x)
+        FoldWeightTransposePass()(model)
+        assert not QuantizeBiasPass()(model).modified
+        assert not _bias_dq(model)
+
+
 def test_rewrite_linear_as_gemm_fires_and_is_exact(linear_3d):
     qm, x = linear_3d
     model = fresh(qm, x)
     FoldWeightTransposePass()(model)
+    QuantizeBiasPass()(model)
     ref = run(model, x)
     assert RewriteLinearAsGemmPass()(model).modified
     c = counts(model)
@@ -96,6 +132,24 @@ def test_rewrite_linear_as_gemm_fires_and_is_exact(linear_3d):
     ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), so)
     fused = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
     assert fused["QGemm"] == 1 and fused["Add"] == 0, fused
+
+
+def test_rewrite_linear_as_gemm_takes_a_float_bias(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 32)
+    cfg = q.QuantConfig.static(quantize_bias=False)
+    qm = q.quantize(Linear().eval(), (x,), calibration=[(x,)], quantizer=q.Int8Quantizer().set_global(cfg))
+    model = fresh(qm, x)
+    FoldWeightTransposePass()(model)
+    ref = run(model, x)
+    assert RewriteLinearAsGemmPass()(model).modified
+    c = counts(model)
+    assert c["Gemm"] == 1 and c["MatMul"] == c["Add"] == 0, c
+    np.testing.assert_array_equal(run(model, x), ref)
+    from backends.onnx import export_onnx
+
+    res = export_onnx(qm, (x,), tmp_path / "float_bias.onnx")
+    assert res.detail["fc"].endswith("QGemm"), res.detail  # still one fused int8 kernel, bias included
 
 
 def test_rewrite_linear_as_gemm_leaves_dynamic_and_weight_only(linear_3d_dynamic, linear_2d_weight_only):

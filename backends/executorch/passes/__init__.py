@@ -3,7 +3,6 @@
 The lists below are the registration: explicit, in order (no import side effects).
 """
 
-from backends.executorch.passes.clamp_to_hardtanh import ReplaceClampWithHardtanhPass
 from backends.executorch.passes.decompose_layer_norm import DecomposeLayerNormPass
 from backends.executorch.passes.decompose_quant_ops import DecomposeQuantOpsPass
 from backends.executorch.passes.expand_per_tensor_weight import ExpandPerTensorWeightPass
@@ -11,17 +10,22 @@ from backends.executorch.passes.fold_bias_dequant import FoldBiasDequantPass
 from backends.executorch.passes.fold_weight_only_dequant import FoldWeightOnlyDequantPass
 from backends.executorch.passes.manager import PassManager
 from backends.executorch.passes.matmul_to_bmm import ReplaceMatmulWithBmmPass
+from backends.executorch.passes.select_to_slice import ReplaceSelectWithSlicePass
 from backends.executorch.passes.split_to_slices import ReplaceSplitWithSlicesPass
+from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
 
 
 def xnnpack_passes() -> list:
     """What a converted graph needs so each int8 layer becomes one XNNPACK kernel."""
     return [
+        # A float model's LSTM / GRU / RNN (a quantized one was decomposed before annotation):
+        # to_edge's own GRU decomposition fixes the batch, and the linears delegate either way.
+        DecomposeRecurrentPass(),
         FoldBiasDequantPass(),
         FoldWeightOnlyDequantPass(),
         ExpandPerTensorWeightPass(),
-        ReplaceClampWithHardtanhPass(),
         ReplaceSplitWithSlicesPass(),
+        ReplaceSelectWithSlicePass(),
         DecomposeLayerNormPass(),
         ReplaceMatmulWithBmmPass(),
     ]
@@ -29,7 +33,7 @@ def xnnpack_passes() -> list:
 
 def portable_passes() -> list:
     """No delegate: every q/dq becomes aten arithmetic, which the portable runtime has."""
-    return [FoldBiasDequantPass(), ReplaceSplitWithSlicesPass(), DecomposeQuantOpsPass()]
+    return [DecomposeRecurrentPass(), FoldBiasDequantPass(), ReplaceSplitWithSlicesPass(), DecomposeQuantOpsPass()]
 
 
 __all__ = [
@@ -39,8 +43,8 @@ __all__ = [
     "FoldBiasDequantPass",
     "FoldWeightOnlyDequantPass",
     "PassManager",
-    "ReplaceClampWithHardtanhPass",
     "ReplaceMatmulWithBmmPass",
+    "ReplaceSelectWithSlicePass",
     "ReplaceSplitWithSlicesPass",
     "portable_passes",
     "xnnpack_passes",

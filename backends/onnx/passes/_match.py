@@ -25,6 +25,19 @@ def only_consumer(value: ir.Value, op_type: str | None = None) -> ir.Node | None
     return node if op_type is None or (node.op_type == op_type and node.domain == "") else None
 
 
+def live_nodes(graph: ir.Graph) -> set[int]:
+    """ids of the nodes some graph output depends on (dead leftovers of earlier passes excluded)."""
+    live: set[int] = set()
+    stack = [v.producer() for v in graph.outputs if v.producer() is not None]
+    while stack:
+        n = stack.pop()
+        if id(n) in live:
+            continue
+        live.add(id(n))
+        stack += [v.producer() for v in n.inputs if v is not None and v.producer() is not None]
+    return live
+
+
 def constant(value: ir.Value | None) -> np.ndarray | None:
     """The value's constant (initializer) contents as numpy, or None."""
     if value is None or value.const_value is None:

@@ -1,12 +1,13 @@
 """RewriteLinearAsGemmPass: every static int8 linear in the one form ONNX Runtime fuses with its bias.
 
-    Q(x) → DQ → MatMul(·, DQ(W)) [→ Add(·, DQ(b))] [→ Relu] → Q(y)
-      ⇒  Q(x) → Reshape[-1, K] → DQ → Gemm(·, DQ(W), DQ(b)) [→ Relu] → Q(y) → Reshape[..., N]
+    Q(x) → DQ → MatMul(·, DQ(W)) [→ Add(·, DQ(b:int32) | b:float)] [→ Relu] → Q(y)
+      ⇒  Q(x) → Reshape[-1, K] → DQ → Gemm(·, DQ(W), b) [→ Relu] → Q(y) → Reshape[..., N]
 
 torch.onnx writes an N-D linear as MatMul + Add. ONNX Runtime fuses DQ → MatMul → Q into
 QLinearMatMul only when the MatMul feeds the Q directly, so the bias Add leaves the MatMul in
-float (or as MatMulIntegerToFloat). Gemm takes the int32 bias as its C input and fuses, bias
-included, into QGemm. The reshapes act on the int8 tensors, so they cost a copy, not a
+float (or as MatMulIntegerToFloat). Gemm takes the bias as its C input and fuses, bias
+included, into QGemm: the int32 bias as is, a float bias (QuantConfig(quantize_bias=False))
+rounded by ONNX Runtime to int32 at scale x_scale · w_scale. The reshapes act on the int8 tensors, so they cost a copy, not a
 requantization. Fires only when the activation and the weight are dequantized int8 and the
 result is quantized; 2-D Gemms from torch.onnx are already in this form and are left alone.
 """
@@ -27,26 +28,33 @@ from backends.onnx.passes._match import (
 
 
 def _match(matmul: ir.Node):
-    """(act DQ, weight DQ, bias DQ | None, relu | None, output Q) of a static linear, or None."""
+    """(act DQ, weight DQ, bias | None, add | None, relu | None, output Q) of a static linear, or None.
+
+    The bias is the int32 bias's DequantizeLinear output or a float constant [N] (QuantConfig(quantize_bias=False)):
+    ONNX Runtime fuses either into QGemm."""
     act_dq, w_dq = producer(matmul.inputs[0], "DequantizeLinear"), producer(matmul.inputs[1], "DequantizeLinear")
     if act_dq is None or w_dq is None or constant(act_dq.inputs[0]) is not None:
         return None
     weight = constant(w_dq.inputs[0])
     if weight is None or weight.ndim != 2:
         return None
-    tail, bias_dq, relu = matmul.outputs[0], None, None
+    tail, bias, relu = matmul.outputs[0], None, None
     add = only_consumer(tail, "Add")
     if add is not None:
-        other = add.inputs[1] if add.inputs[0] is tail else add.inputs[0]
-        bias_dq = producer(other, "DequantizeLinear")
-        if bias_dq is None or constant(bias_dq.inputs[0]) is None:
+        bias = add.inputs[1] if add.inputs[0] is tail else add.inputs[0]
+        bias_dq = producer(bias, "DequantizeLinear")
+        float_bias = constant(bias)
+        if bias_dq is not None and constant(bias_dq.inputs[0]) is None:
+            return None
+        if bias_dq is None and (float_bias is None or float_bias.dtype != np.float32
+                                or float_bias.shape != (weight.shape[1],)):
             return None
         tail = add.outputs[0]
     relu = only_consumer(tail, "Relu")
     if relu is not None:
         tail = relu.outputs[0]
     q = only_consumer(tail, "QuantizeLinear")
-    return None if q is None else (act_dq, w_dq, bias_dq, add, relu, q)
+    return None if q is None else (act_dq, w_dq, bias, add, relu, q)
 
 
 class RewriteLinearAsGemmPass(ir.passes.InPlacePass):
@@ -61,7 +69,7 @@ class RewriteLinearAsGemmPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
     @staticmethod
-    def _rewrite(graph: ir.Graph, matmul, act_dq, w_dq, bias_dq, add, relu, q) -> None:
+    def _rewrite(graph: ir.Graph, matmul, act_dq, w_dq, bias, add, relu, q) -> None:
         k, n = constant(w_dq.inputs[0]).shape
         q_x = act_dq.inputs[0]
         rank = len(q_x.shape) if q_x.shape is not None else None
@@ -74,7 +82,7 @@ class RewriteLinearAsGemmPass(ir.passes.InPlacePass):
             q_x = flat.outputs[0]
         dq = node(graph, "DequantizeLinear", [q_x, *act_dq.inputs[1:]], name=f"{act_dq.name}_2d",
                   **{k_: a.value for k_, a in act_dq.attributes.items()})
-        gemm = node(graph, "Gemm", [dq.outputs[0], w_dq.outputs[0], bias_dq.outputs[0] if bias_dq else None],
+        gemm = node(graph, "Gemm", [dq.outputs[0], w_dq.outputs[0], bias],
                     name=matmul.name)
         new_nodes += [dq, gemm]
         tail = gemm.outputs[0]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 
+from backends.registry import check_artifact
 from pt2e_int8.app.device import describe_device, summary_line
+from pt2e_int8.app.paths import check_not_inputs, check_output_file, write_output_file
+from pt2e_int8.app.probe import probe_artifacts
 from pt2e_int8.app.timing import Timing, bench_artifacts
-from pt2e_int8.atomic import write_text_atomic
 from pt2e_int8.text_table import text_table
 
 
@@ -22,11 +24,19 @@ def format_table(timings: list[Timing]) -> str:
 
 
 def run(args) -> int:
+    for path in args.artifacts:
+        check_artifact(path)
+    if args.json:
+        check_output_file(args.json, "--json")
+        check_not_inputs([("--json", args.json)],
+                         [*(("ARTIFACT", a) for a in args.artifacts), ("--inputs", args.inputs)])
     inputs = None
     if args.inputs:
         from pt2e_int8.app.inputs import load_batches
 
         inputs = load_batches(args.inputs)[0]
+    # Before any artifact is loaded here: one whose runtime crashes on it is reported, not fatal.
+    probe_artifacts(args.artifacts, inputs=args.inputs, batch=args.batch, first_batch_only=True)
     device = describe_device()
     timings = bench_artifacts(args.artifacts, iters=args.iters, warmup=args.warmup, threads=args.threads,
                               inputs=inputs, batch=args.batch)
@@ -41,6 +51,6 @@ def run(args) -> int:
                             "inputs": args.inputs, "batch": None if args.inputs else args.batch,
                             "order": "interleaved"},
                "results": [t.to_dict() for t in timings]}
-        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+        write_output_file(args.json, json.dumps(doc, indent=2) + "\n", "--json")
         print(f"wrote {args.json}")
     return 0

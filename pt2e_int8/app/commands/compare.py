@@ -12,11 +12,13 @@ import sys
 
 import torch
 
-from backends.registry import load_artifact
+from backends.registry import check_artifact, load_artifact
+from pt2e_int8.app.artifact_run import run_artifact
 from pt2e_int8.app.inputs import load_batches
-from pt2e_int8.app.modelspec import load_model
-from pt2e_int8.app.parity import OutputParity, compare_outputs, flatten_outputs, output_steps
-from pt2e_int8.atomic import write_text_atomic
+from pt2e_int8.app.modelspec import load_model, model_file_of, run_model
+from pt2e_int8.app.parity import OutputParity, compare_outputs, output_steps
+from pt2e_int8.app.paths import check_not_inputs, check_output_file, write_output_file
+from pt2e_int8.app.probe import probe_artifacts
 from pt2e_int8.errors import ConfigError, InputFileError
 from pt2e_int8.text_table import text_table
 
@@ -38,25 +40,34 @@ def _run_artifact(path: str, batches: list[tuple]) -> list[list[torch.Tensor]]:
     prog = load_artifact(path)
     outs = []
     for i, batch in enumerate(batches):
-        try:
-            got = prog.run(list(batch))
-        except Exception as e:  # noqa: BLE001
-            raise InputFileError(
-                f"{path}: running batch {i} of shapes {[tuple(t.shape) for t in batch]} failed "
-                f"({type(e).__name__}: {str(e)[:200]}). Pass --inputs that match the exported signature."
-            ) from e
+        got = run_artifact(prog, list(batch), path, f"--inputs batch {i}")
         outs.append([t if isinstance(t, torch.Tensor) else torch.as_tensor(t) for t in got])
     return outs
 
 
+def _check_paths(args) -> None:
+    for path in args.artifacts:
+        check_artifact(path)
+    if args.json:
+        check_output_file(args.json, "--json")
+        check_not_inputs([("--json", args.json)],
+                         [*(("ARTIFACT", a) for a in args.artifacts), ("--reference", model_file_of(args.reference)),
+                          ("--inputs", args.inputs)])
+
+
 def run(args) -> int:
-    reference = load_model(args.reference)
+    _check_paths(args)
+    reference = load_model(args.reference, trust=getattr(args, "trust_model_file", False))
     arity = len(reference.example_inputs) if reference.example_inputs else None
     batches = load_batches(args.inputs, arity=arity)
     steps = output_steps(reference.module) if reference.converted else []
     module = reference.module.eval()
-    with torch.no_grad():
-        ref_outs = [flatten_outputs(module(*b)) for b in batches]
+    ref_outs = [run_model(module, b, what=f"--reference {args.reference} on --inputs batch {i}",
+                          fix="Pass --inputs the reference accepts: the dtypes, shapes and value ranges (indices "
+                              "within their tables) the artifacts were exported for.")
+                for i, b in enumerate(batches)]
+    # Before any artifact is loaded here: one whose runtime crashes on it is reported, not fatal.
+    probe_artifacts(args.artifacts, inputs=args.inputs, arity=arity)
     n_out = len(ref_outs[0])
     steps = (steps + [None] * n_out)[:n_out]
     if args.max_steps is not None and any(s is None for s in steps):
@@ -82,7 +93,7 @@ def run(args) -> int:
         doc = {"reference": args.reference, "inputs": args.inputs, "max_steps": args.max_steps,
                "passed": not broken,
                "results": [{"artifact": a, **r.to_dict()} for a, r in rows]}
-        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+        write_output_file(args.json, json.dumps(doc, indent=2) + "\n", "--json")
     for a, r in broken:
         print(f"pt2e-int8 compare: {a} output {r.output} is off by {r.max_error_steps:.2f} steps "
               f"(> --max-steps {args.max_steps:g})", file=sys.stderr)

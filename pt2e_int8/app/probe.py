@@ -1,0 +1,133 @@
+"""Load and run a user's artifacts once in a child process before `bench` / `compare` touch them.
+
+A damaged `.pte` can abort the process from native code: ExecuTorch 1.5.1's XNNPACK delegate logs
+a corrupt name through pybind11, which throws a UnicodeDecodeError out of a noexcept frame, and
+C++ calls terminate (SIGABRT; 4 of 150 one-byte mutations). Neither ExecuTorch's flatbuffer
+verifier (it checks the program, not the delegate's payload) nor an `except` can stop that in the
+process that loads the file. So the child loads and runs each file first, on the inputs the command
+will use; if the child dies by a signal or hangs, the file is reported as corrupt (exit 2) and the
+command never loads it. Python-level failures are not judged here: the command meets them again
+in-process and explains them. Costs one interpreter start and one load of each runtime.
+
+    python -m pt2e_int8.app.probe [--inputs FILE] [--arity N] [--batch N] ARTIFACT...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pt2e_int8.errors import InputFileError
+
+# Loading and one run of a real model takes seconds; a mutated file that sends the runtime
+# into a loop must not hang the command.
+TIMEOUT_S = float(os.environ.get("PT2E_INT8_PROBE_TIMEOUT", "300"))
+_START, _LOADED, _DONE = "probing ", "loaded ", "probe done"
+_NATIVE_ERROR = re.compile(r"what\(\)|terminate called|Assertion|Segmentation|[A-Za-z]+Error\b")
+
+
+def probe_artifacts(paths: list[str | os.PathLike], *, inputs: str | None = None, arity: int | None = None,
+                    batch: int = 1, first_batch_only: bool = False, timeout: float | None = None) -> None:
+    """Raise InputFileError for the first artifact whose loading or running kills a child process.
+
+    Args:
+        paths: .pte / .onnx files, already checked to exist.
+        inputs: the command's --inputs file (its batches are run), else random inputs of `batch`.
+        arity: number of model inputs, to read a list of tensors in `inputs` as batches.
+        first_batch_only: run only the first batch of `inputs` (what bench times).
+    """
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "pt2e_int8.app.probe", "--batch", str(batch)]
+    if inputs:
+        cmd += ["--inputs", str(inputs)]
+    if arity:
+        cmd += ["--arity", str(arity)]
+    if first_batch_only:
+        cmd += ["--first-batch-only"]
+    cmd += [str(p) for p in paths]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env,
+                              timeout=timeout or TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as e:
+        current = _current(e.stdout or "", paths)
+        raise InputFileError(
+            f"{current}: loading and running it once did not finish in {timeout or TIMEOUT_S:.0f} s. The file is "
+            "probably corrupt: re-create it with `pt2e-int8 export` (set PT2E_INT8_PROBE_TIMEOUT for a huge model)."
+        ) from None
+    if _DONE in proc.stdout.splitlines():
+        return
+    current = _current(proc.stdout, paths)
+    loaded = f"{_LOADED}{current}" in proc.stdout.splitlines()
+    how = _how(proc.returncode)
+    # The native runtime's last words ("terminate called ... what(): UnicodeDecodeError ..."), if any.
+    detail = next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if _NATIVE_ERROR.search(ln)), "")
+    detail = f": {detail[:200]}" if detail else ""
+    if loaded:
+        source = f"the batches of {inputs}" if inputs else f"random inputs of batch {batch}"
+        raise InputFileError(
+            f"{current}: the runtime crashed running it on {source} (a test process {how}{detail}). The file "
+            "loads, so check the inputs' values (integer inputs such as token ids must be within their tables) "
+            "and shapes; if they are right, the file is corrupt: re-create it with `pt2e-int8 export`."
+        )
+    raise InputFileError(
+        f"{current}: the runtime crashed loading it (a test process {how}{detail}). The file is corrupt or was "
+        "not written for this runtime version: re-create it with `pt2e-int8 export`."
+    )
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def _current(stdout: str, paths) -> str:
+    started = [ln[len(_START):] for ln in stdout.splitlines() if ln.startswith(_START)]
+    return started[-1] if started else str(paths[0])
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pt2e_int8.app.probe")
+    parser.add_argument("artifacts", nargs="+")
+    parser.add_argument("--inputs")
+    parser.add_argument("--arity", type=int)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--first-batch-only", action="store_true")
+    args = parser.parse_args(argv)
+    from backends.registry import load_artifact
+    from pt2e_int8.app.timing import synthetic_inputs
+
+    batches = None
+    if args.inputs:
+        from pt2e_int8.app.inputs import load_batches
+
+        try:
+            batches = load_batches(args.inputs, arity=args.arity)
+            batches = batches[:1] if args.first_batch_only else batches
+        except Exception:  # noqa: BLE001  (the command reports a bad inputs file itself)
+            batches = None
+    for path in args.artifacts:
+        print(f"{_START}{path}", flush=True)
+        try:
+            prog = load_artifact(path)
+            print(f"{_LOADED}{path}", flush=True)
+            for batch in batches or [synthetic_inputs(prog, args.batch)]:
+                prog.run(list(batch))
+        except Exception:  # noqa: BLE001, S112  (Python errors are the command's to explain)
+            continue
+    print(_DONE, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
