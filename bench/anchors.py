@@ -92,10 +92,24 @@ def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     return dst
 
 
+# ONNX Runtime's SmoothQuant option runs Intel Neural Compressor 2.x's ONNX SmoothQuant (INC 3.x dropped
+# it). INC 2.6 pins numpy<2 and pulls TensorFlow-era extras, so it is installed without its dependencies:
+INC_INSTALL = ("pip install --no-deps neural-compressor==2.6 schema==0.7.8 prettytable==3.18.0 psutil==7.2.2 "
+               "opencv-python-headless==5.0.0.93 pycocotools==2.0.11 six==1.17.0")
+
+
 def ort_static(float_path: Path, path: Path, calibration: list[tuple], stage, notes: list[str], *,
-               op_types: list[str] | None = None) -> None:
+               op_types: list[str] | None = None, smooth_quant_alpha: float | None = None) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    extra = {}
+    if smooth_quant_alpha is not None:
+        try:
+            import neural_compressor.adaptor.ox_utils.smooth_quant  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError(f"ORT's SmoothQuant option needs Intel Neural Compressor 2.x: {INC_INSTALL}") from e
+        extra = {"SmoothQuant": True, "SmoothQuantAlpha": smooth_quant_alpha, "SmoothQuantFolding": True}
 
     with stage("preprocess"):
         src = _preprocess(float_path, path.with_suffix(".pre.onnx"), notes)
@@ -106,8 +120,9 @@ def ort_static(float_path: Path, path: Path, calibration: list[tuple], stage, no
 
     with stage("quantize"):
         quantize_static(str(src), str(path), Reader(names, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, op_types_to_quantize=op_types)
-    notes.append("QDQ, per-channel, " + (f"only {'/'.join(op_types)}" if op_types else "all supported ops"))
+                        per_channel=True, op_types_to_quantize=op_types, extra_options=extra)
+    notes.append("QDQ, per-channel, " + (f"only {'/'.join(op_types)}" if op_types else "all supported ops")
+                 + (f", SmoothQuant alpha {smooth_quant_alpha} (INC 2.6)" if extra else ""))
 
 
 def ort_dynamic(float_path: Path, path: Path, stage, notes: list[str], *, per_channel: bool,

@@ -78,6 +78,7 @@ class BenchModel:
 class MiniLM(BenchModel):
     name, metric = "minilm", "cosine"
     CAL_BATCH = 4
+    DISTILL_SENTENCES, DISTILL_EPOCHS = 128, 3
 
     @staticmethod
     def _shape(quick: bool) -> tuple[int, int | None]:
@@ -104,6 +105,19 @@ class MiniLM(BenchModel):
                          reference=reference, settings={"seq": seq, "batch": 1, "layers": layers or 6,
                                                         "calibration_sentences": len(cal),
                                                         "held_out_sentences": len(held)})
+
+
+    def static_qat(self, model: nn.Module, data: ModelData, workdir: Path, quick: bool):
+        """Issue 11's recipe: fully static int8 with outlier handling, QAT by distillation from the float
+        model on text made here (pt2e_int8.app.minilm.static_qat); none of the held-out sentences."""
+        from pt2e_int8.app.minilm import distillation_sentences, static_qat
+
+        seq, layers = self._shape(quick)
+        tok, _ = load_minilm(layers)
+        torch.manual_seed(0)
+        sentences = distillation_sentences(16 if quick else self.DISTILL_SENTENCES)
+        return static_qat(model, tok, data.calibration, seq, sentences=sentences, epochs=1 if quick else
+                          self.DISTILL_EPOCHS)
 
 
 class _Digits(BenchModel):

@@ -168,12 +168,20 @@ def _quality(r: dict) -> str:
     return f"{q:.4f}" if r.get("metric") == "cosine" else f"{q:.2f}%"
 
 
+def _reference(r: dict) -> str:
+    """The converted graph's quality in PyTorch and the artifact's distance from it (issue 11)."""
+    if r.get("reference_quality") is None:
+        return ""
+    return (f"PyTorch reference {_quality({**r, 'quality': r['reference_quality']})}, artifact within "
+            f"{r['reference_steps']:.2f} output steps of it")
+
+
 def _table(rows: list[dict]) -> list[str]:
     header = ("pipeline", "runtime", "median ms", "p90 ms", "× runtime float", "× stock float .pte", "size MB",
               "quality", "export s", "peak RSS MB", "notes")
     body = []
     for r in rows:
-        parts = [*(r.get("notes") or []), _stages(r)]
+        parts = [_reference(r), *(r.get("notes") or []), _stages(r)]
         note = f"**failed**: {r['error']}" if not r["ok"] else "; ".join(p for p in parts if p)
         rss = _fmt(r.get("peak_rss_mb"), ".0f") + (" (shared)" if r.get("rss_shared") else "")
         body.append((r["label"], r["runtime"], _ms(r.get("median_ms")), _ms(r.get("p90_ms")),

@@ -181,6 +181,8 @@ def _rows(model_name: str, metas: dict[str, dict], measured: dict[str, dict]) ->
             "origin": pipe.origin, "anchor": pipe.is_anchor, "ok": error is None, "error": error,
             "size_mb": round(meta["size_bytes"] / 2**20, 3) if meta.get("size_bytes") else None,
             "metric": MODELS[model_name].metric, "quality": m.get("quality"),
+            # the converted graph in PyTorch, and the artifact's max distance from it in output steps
+            "reference_quality": m.get("reference_quality"), "reference_steps": m.get("reference_steps"),
             "median_ms": m.get("median_ms"), "p90_ms": m.get("p90_ms"), "min_ms": m.get("min_ms"),
             "ratio_vs_runtime_float": m.get("ratio_vs_runtime_float"),
             "ratio_vs_stock_float_pte": m.get("ratio_vs_stock_float_pte"),

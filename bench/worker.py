@@ -22,7 +22,15 @@ from pathlib import Path
 import torch
 
 from bench.models import MODELS, ModelData
-from bench.pipelines import PIPELINES, RUNTIME_BASELINE, RUNTIMES, STOCK_FLOAT_PTE, Ctx, blocked
+from bench.pipelines import (
+    PIPELINES,
+    RUNTIME_BASELINE,
+    RUNTIMES,
+    STOCK_FLOAT_PTE,
+    Ctx,
+    blocked,
+    reference_path,
+)
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -63,7 +71,7 @@ def cmd_export(args) -> None:
     data = ModelData.load(args.dir / "data.pt")
     for name in args.pipelines.split(","):
         pipe = PIPELINES[name]
-        ctx = Ctx(model, data, args.dir, args.quick)
+        ctx = Ctx(model, data, args.dir, args.quick, pipeline=name)
         doc: dict = {"pipeline": name, "ok": False, "rss_at_start_mb": round(_rss_mb(), 1)}
         block = blocked(pipe, _metas(args.dir))
         if block is not None:
@@ -106,6 +114,24 @@ def _runner(pipe_name: str, meta: dict, model, args):
     return lambda x: sess.run(list(x))[0]
 
 
+def _reference_steps(model, data: ModelData, meta: dict, outputs: list) -> dict:
+    """How far an artifact's outputs are from its PyTorch reference (the converted graph), when the
+    pipeline saved one: max |artifact - reference| in steps of an int8 grid over the reference's range,
+    and the reference's own quality (the PyTorch number beside the artifact's)."""
+    ref_file = reference_path(Path(meta["path"])) if meta.get("path") else None
+    if ref_file is None or not ref_file.exists():
+        return {}
+    worst, worst_abs = 0.0, 0.0
+    refs = torch.load(ref_file, weights_only=True)
+    for out, ref in zip(outputs, refs, strict=True):
+        out = torch.as_tensor(out).reshape(ref.shape).to(ref.dtype)
+        err = float((out - ref).abs().max())
+        step = float(ref.max() - ref.min()) / 255 or 1.0
+        worst, worst_abs = max(worst, err / step), max(worst_abs, err)
+    return {"reference_steps": round(worst, 3), "reference_max_abs": worst_abs,
+            "reference_quality": model.quality(refs, data)}
+
+
 def cmd_measure(args) -> None:
     """One interleaving per runtime in --runtime (comma list), each with the stock float .pte as anchor."""
     model = MODELS[args.model]
@@ -129,7 +155,7 @@ def _measure(model, data: ModelData, runtime: str, pipelines: list[str], args) -
         try:
             run = _runner(name, meta, model, args)
             outputs = [run(x) for x in data.eval_inputs]
-            rows[name] = {"quality": model.quality(outputs, data)}
+            rows[name] = {"quality": model.quality(outputs, data), **_reference_steps(model, data, meta, outputs)}
             runners[name] = run
         except Exception as e:  # noqa: BLE001
             rows[name] = {"error": f"running it: {_error(e)}"}

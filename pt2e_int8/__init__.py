@@ -38,6 +38,8 @@ _EXPORTS = {
     "OutputPathError": "pt2e_int8.errors",
     "Pt2eInt8Error": "pt2e_int8.errors",
     "UserInputError": "pt2e_int8.errors",
+    "DistillResult": "pt2e_int8.distillation",
+    "distill": "pt2e_int8.distillation",
     "WorkflowError": "pt2e_int8.errors",
     "UnsafeModelFileError": "pt2e_int8.errors",
     "load_pt2": "pt2e_int8.pt2_file",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pt2e_int8.debug.numeric import LayerErrorReport, layer_errors  # noqa: F401
     from pt2e_int8.debug.plan import QuantPlan  # noqa: F401
     from pt2e_int8.debug.sensitivity import SensitivityReport, sensitivity  # noqa: F401
+    from pt2e_int8.distillation import DistillResult, distill  # noqa: F401
     from pt2e_int8.distributed import sync_observers, wrap_ddp  # noqa: F401
     from pt2e_int8.errors import (  # noqa: F401
         CalibrationError,

@@ -72,6 +72,16 @@ def pending_notes(node: Node) -> tuple[str, ...]:
     return tuple((node.meta.get("custom") or {}).get(f"{META_KEY}_notes") or ())
 
 
+def keep_float(node: Node, reason: str) -> None:
+    """Mark a node a transform made that must stay float (e.g. a rescale `mul` whose whole point is
+    to restore a range after an int8 op); the annotation walk skips it and records `reason`."""
+    node.meta.setdefault("custom", {})[f"{META_KEY}_keep_float"] = reason
+
+
+def keep_float_reason(node: Node) -> str | None:
+    return (node.meta.get("custom") or {}).get(f"{META_KEY}_keep_float")
+
+
 def record_param_names(gm) -> None:
     """Remember each layer's weight parameter name (`encoder.0.self_attn.in_proj_weight`) before
     annotation: convert folds weights into anonymous constants, and coverage names rows by it."""

@@ -1,7 +1,9 @@
 """PTQ and QAT workflows, each a straight list of steps (like torchao's prepare_pt2e).
 
-    quantize:    check inputs → export (dynamic batch) → prepare_pt2e → calibrate → convert
-    prepare_qat: check inputs → export (train mode) → prepare_qat_pt2e → trainable GraphModule
+    quantize:    check inputs → export (dynamic batch) → [smooth: activation statistics →
+                 calibrated transforms] → prepare_pt2e → calibrate → convert
+    prepare_qat: check inputs → export (train mode) → [smooth: statistics in eval mode →
+                 calibrated transforms] → prepare_qat_pt2e → trainable GraphModule
     convert:     eval mode → convert_pt2e (QDQ folded: int8 weight constants) → biases on their int32 grid
 """
 
@@ -19,6 +21,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 
 from pt2e_int8.bias_grid import snap_bias_to_int32_grid
 from pt2e_int8.calibration_check import check_observed_ranges
+from pt2e_int8.calibration_stats import collect_activation_stats
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
 from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
@@ -26,8 +29,9 @@ from pt2e_int8.decision import amend, decision_of
 from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
 from pt2e_int8.errors import CalibrationError, ConfigError
 from pt2e_int8.model_state import require_float, require_prepared
-from pt2e_int8.qat import enable_train_eval, move_to_eval
+from pt2e_int8.qat import enable_train_eval, move_to_eval, move_to_train
 from pt2e_int8.quantizer import Int8Quantizer
+from pt2e_int8.transforms import apply_calibrated_transforms
 
 # Progress is printed only for runs that take longer than this.
 _PROGRESS_AFTER_S = 2.0
@@ -166,6 +170,30 @@ def _mark_unobserved(prepared: GraphModule) -> None:
                     amend(user, unobserved=True)
 
 
+def _wants_statistics(quantizer: Int8Quantizer) -> bool:
+    return any(c.smooth for c in quantizer.configs)
+
+
+def smooth_graph(gm: GraphModule, quantizer: Int8Quantizer, batches: list) -> list[str]:
+    """The statistics pass and the calibrated transforms (outlier handling) on the float graph.
+
+    Runs `batches` through `gm` once to record activation statistics, then rewrites the scopes
+    whose config has `smooth=True`. Returns the names of the transforms that changed the graph.
+    """
+    for index, batch in enumerate(batches):
+        _check_finite(as_input_tuple(batch), index)
+    try:
+        stats = collect_activation_stats(gm, [as_input_tuple(b) for b in batches])
+    except Exception as e:
+        raise CalibrationError(
+            f"Calibration batches do not run through the model for the smoothing statistics: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Batches must have the example "
+            "inputs' structure (only the batch size may differ)."
+        ) from e
+    _, fired = apply_calibrated_transforms(gm, stats, lambda node: quantizer.resolve(node).config)
+    return fired
+
+
 def quantize(
     model: torch.nn.Module,
     example_inputs,
@@ -206,6 +234,9 @@ def quantize(
         )
     model.eval()
     exported = export_model(model, example_inputs, dynamic_shapes).module()
+    if _wants_statistics(quantizer):
+        calibration = list(calibration)  # read twice: statistics, then the observers
+        smooth_graph(exported, quantizer, calibration)
     prepared = prepare_pt2e(exported, quantizer)
     if calibration is not None:
         ran = calibrate(prepared, calibration, progress=progress, sync=sync)
@@ -228,12 +259,16 @@ def prepare_qat(
     example_inputs,
     quantizer: Int8Quantizer | None = None,
     *,
+    calibration: Iterable | None = None,
     dynamic_shapes="batch",
 ) -> GraphModule:
     """Export in train mode and insert fake-quantization; train the result like a module.
 
     The returned GraphModule supports `.train()` / `.eval()` (batch-norm and dropout
     switch correctly); see `pt2e_int8.qat` to freeze observers and batch-norm statistics.
+    A config with `smooth=True` needs `calibration` batches: their statistics (taken in eval
+    mode) choose the outlier rewrites before fake-quantization is inserted. To start the
+    fake-quantizers from calibrated ranges as well, run `calibrate(pm, batches)` on the result.
 
     Example:
         pm = prepare_qat(model, (x[:32],))
@@ -244,8 +279,17 @@ def prepare_qat(
     _check_quantizer(quantizer, "prepare_qat")
     quantizer = quantizer or _default_quantizer(QuantConfig.qat())
     _check_qat_flags(quantizer, qat=True)
+    if _wants_statistics(quantizer) and calibration is None:
+        raise CalibrationError(
+            "A QuantConfig with smooth=True chooses its rewrites from activation statistics: pass "
+            "prepare_qat(..., calibration=[batch, ...]) with a few representative batches."
+        )
     model.train()
     exported = export_model(model, example_inputs, dynamic_shapes).module()
+    if _wants_statistics(quantizer):
+        move_to_eval(exported)  # statistics without dropout, batch-norm on running stats
+        smooth_graph(exported, quantizer, list(calibration))
+        move_to_train(exported)
     prepared = prepare_qat_pt2e(exported, quantizer)
     enable_train_eval(prepared)
     return prepared

@@ -18,7 +18,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from pt2e_int8.compat.torchao import is_annotated, set_annotation
 from pt2e_int8.config import QuantConfig
-from pt2e_int8.decision import Decision, pending_notes, record
+from pt2e_int8.decision import Decision, keep_float_reason, pending_notes, record
 from pt2e_int8.ops import FUSED_ACTIVATIONS, INT8_INPUT_OPS, SHARED_QPARAM_OPS, int8_limit
 
 aten = torch.ops.aten
@@ -99,14 +99,19 @@ def annotate_graph(
 ) -> None:
     """Run every annotator, highest priority first, over the graph in topological order.
 
-    Skips nodes already claimed by a pattern and nodes whose resolved config is None
-    (kept float by the user); records a `Decision` for each anchor node.
+    Skips nodes already claimed by a pattern, nodes a transform pinned to float
+    (`decision.keep_float`) and nodes whose resolved config is None (kept float by the user);
+    records a `Decision` for each anchor node.
     """
     for annotator in registry:
         for node in gm.graph.nodes:
             if node.op != "call_function" or node.target not in annotator.targets:
                 continue
             if is_annotated(node):
+                continue
+            pinned = keep_float_reason(node)
+            if pinned is not None:
+                _decide(node, annotator.name, None, pinned)
                 continue
             resolved = resolve(node)
             if resolved.config is None:

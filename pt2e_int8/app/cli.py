@@ -47,6 +47,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="pte,onnx", help="comma-separated: pte, onnx (default: both)")
     p.add_argument("--scheme", choices=("static", "dynamic", "weight-only"), default=None,
                    help="int8 scheme for a float model (default: static)")
+    p.add_argument("--smooth", action="store_true",
+                   help="static scheme: handle activation outliers (transformers) before quantizing: "
+                        "QuantConfig.static(smooth=True)")
     p.add_argument("--calibration", metavar="FILE", help=".pt/.npz calibration batches (static scheme)")
     p.add_argument("--example-inputs", metavar="FILE", help=".pt/.npz example inputs (batch first)")
     p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],

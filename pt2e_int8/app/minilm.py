@@ -89,3 +89,54 @@ def mixed_quantizer():
             .set_global(q.QuantConfig.static(observer="histogram"))
             .set_module_type(BertIntermediate, q.QuantConfig.dynamic())
             .set_module_type(BertOutput, q.QuantConfig.dynamic()))
+
+
+def smooth_quantizer(insert: bool = False):
+    """MiniLM fully static: every linear (and the attention matmuls) static int8, outliers handled first.
+
+    `QuantConfig.static(smooth=True)`: on this post-LN model the outlier pass that fires is the
+    output rescaling (SmoothQuant has no LayerNorm to fold into that feeds only linears, see
+    pt2e_int8/transforms/smooth_quant.py); `insert=True` adds `smooth_insert`, a float multiply
+    before each smoothed input. Measured on held-out sentences, converted graph vs float, seq 128:
+    static 0.950, smooth 0.992, smooth + insert 0.995.
+    """
+    import pt2e_int8 as q
+
+    return q.Int8Quantizer().set_global(q.QuantConfig.static(smooth=True, smooth_insert=insert))
+
+
+def distillation_sentences(n: int = 128) -> list[str]:
+    """Unlabeled text for QAT by distillation, made here and disjoint from HELD_OUT_SENTENCES:
+    half generated everyday sentences, half sentences of the Python reference (pydoc_data)."""
+    from pt2e_int8.app.text import generated_sentences, python_doc_sentences
+
+    docs = [s for _, s in python_doc_sentences()]
+    return generated_sentences(n - n // 2, seed=1) + docs[:: max(1, len(docs) // (n // 2))][: n // 2]
+
+
+def static_qat(model, tokenizer, calibration: list[tuple], seq: int, *, sentences: list[str] | None = None,
+               epochs: int = 3, lr: float = 2e-5, batch: int = 8, progress=None):
+    """MiniLM's fully static QAT recipe: smooth, calibrate, distill from the float model, convert.
+
+    Args:
+        model: the float SentenceEncoder (teacher; not modified).
+        calibration: tokenized batches for the statistics and the starting ranges.
+        sentences: unlabeled training text (default `distillation_sentences()`).
+        epochs, lr, batch: distillation schedule; observers freeze for the last epoch.
+        progress: `fn(step, loss)` after every step.
+
+    Returns:
+        The converted GraphModule (static int8 everywhere), ready for export_pte / export_onnx.
+    """
+    import copy
+
+    import pt2e_int8 as q
+
+    sentences = sentences or distillation_sentences()
+    train = [tokenize(tokenizer, sentences[i:i + batch], seq) for i in range(0, len(sentences), batch)]
+    quantizer = q.Int8Quantizer().set_global(q.QuantConfig.qat(smooth=True))
+    pm = q.prepare_qat(copy.deepcopy(model), calibration[0], quantizer=quantizer, calibration=calibration)
+    q.calibrate(pm, calibration, progress=False)  # fake-quant ranges start where PTQ would put them
+    q.distill(pm, model, train, epochs=epochs, lr=lr, freeze_observers_after=len(train) * (epochs - 1) or None,
+              on_step=progress)
+    return q.convert(pm)

@@ -25,7 +25,7 @@ def layer_rows(coverage, results: dict) -> list[dict]:
             if r.name in res.detail:
                 detail[fmt] = res.detail[r.name]
         rows.append({"name": r.name, "op": r.op, "node": r.node, "quantized": r.quantized, "scheme": r.scheme,
-                     "reason": r.reason, "placement": placement, "detail": detail})
+                     "reason": r.reason, "notes": list(r.notes), "placement": placement, "detail": detail})
     return rows
 
 
@@ -112,7 +112,7 @@ def to_markdown(report: dict) -> str:
         if facts:
             lines += ["", f"`{a['path']}`: " + "; ".join(facts) + "."]
     layers = [(f"`{row['name']}`", row["op"], "yes" if row["quantized"] else "no",
-               row["scheme"] if row["quantized"] else row["reason"] or "",
+               "; ".join([row["scheme"] if row["quantized"] else row["reason"] or "", *row.get("notes", [])]),
                *(str(row["placement"].get(f) or "?") for f in fmts)) for row in report["layers"]]
     lines += ["", "## Layers", "",
               markdown_table(("layer", "op", "quantized", "scheme / reason", *fmts), layers),

@@ -17,7 +17,7 @@ from bench.report import check_targets
 REPO = Path(__file__).resolve().parents[2]
 ROW_KEYS = {"model", "pipeline", "label", "runtime", "origin", "anchor", "ok", "error", "size_mb", "quality",
             "median_ms", "p90_ms", "ratio_vs_runtime_float", "ratio_vs_stock_float_pte", "export_wall_s",
-            "peak_rss_mb", "stages", "notes"}
+            "peak_rss_mb", "stages", "notes", "reference_quality", "reference_steps"}
 # Rows that do not depend on our backends: a harness bug, not a backend bug, if one fails.
 ANCHORS = {"float_eager", "float_pte", "stock_static_pte", "stock_dynamic_pte", "float_onnx", "ort_static",
            "ort_static_matmul", "ort_dynamic", "ort_dynamic_pc"}
@@ -87,3 +87,16 @@ def test_target_missed_when_an_anchor_is_faster():
             _row("ort_dynamic", "onnxruntime", "ort", 50.0, 0.99, base=100.0)]
     target = next(t for t in check_targets(rows) if t["key"] == "minilm_pte")
     assert target["status"] == "missed" and "ort_dynamic" in target["detail"], target
+
+
+def test_row_notes_show_the_pytorch_reference_beside_the_artifact():
+    from bench.report import _table
+
+    common = {"metric": "cosine", "runtime": "executorch"}
+    row = {**_row("ours_smooth_pte", "executorch", "ours", 60.0, 0.9912, base=100.0), **common,
+           "label": "smooth", "reference_quality": 0.9931, "reference_steps": 1.25}
+    plain = {**_row("ours_static_pte", "executorch", "ours", 60.0, 0.948, base=100.0), **common, "label": "plain"}
+    table = _table([row, plain])[0].splitlines()
+    smooth_line = next(line for line in table if "| smooth " in line)
+    assert "PyTorch reference 0.9931, artifact within 1.25 output steps" in smooth_line, smooth_line
+    assert "PyTorch reference" not in next(line for line in table if "| plain " in line)

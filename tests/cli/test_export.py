@@ -62,3 +62,41 @@ def test_export_converted_pt2_as_is(work, converted_pt2, capsys):
     # quantization flags make no sense for a converted model: a usage error, not a silent ignore
     rc, _, err = run_in_process("export", converted_pt2, "-o", out, "--scheme", "dynamic", cwd=work, capsys=capsys)
     assert rc == 2 and "already quantized" in err
+
+
+OUTLIER_PY = '''
+import torch
+
+class Block(torch.nn.Module):
+    """linear -> residual add -> LayerNorm, one output channel 100x the rest (BERT's FFN output)."""
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm = torch.nn.Linear(32, 32), torch.nn.LayerNorm(32)
+        with torch.no_grad():
+            self.fc.bias[3] = 200.0
+
+    def forward(self, x):
+        return self.norm(x + self.fc(x))
+
+def build():
+    torch.manual_seed(0)
+    return Block(), (torch.randn(16, 32),)
+'''
+
+
+def test_export_smooth_records_the_rewrite(tmp_path, capsys):
+    (tmp_path / "outlier.py").write_text(OUTLIER_PY)
+    out = tmp_path / "out"
+    proc = run_cli("export", "outlier.py:build", "-o", out, "--format", "onnx", "--smooth", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["scheme"] == "static + smooth"
+    (row,) = report["layers"]
+    assert row["quantized"] and any(n.startswith("output rescaled: 1 channel") for n in row["notes"]), row
+    parity = report["artifacts"]["onnx"]["parity"]["vs_quantized_graph"][0]  # a float output: no step
+    assert parity["sqnr_db"] is None or parity["sqnr_db"] > 40, parity
+    assert "output rescaled" in (out / "report.md").read_text()
+    rc, _, err = run_in_process("export", "outlier.py:build", "-o", tmp_path / "dyn", "--scheme", "dynamic",
+                                "--smooth", cwd=tmp_path, capsys=capsys)
+    assert rc == 2 and "--smooth applies to the static scheme only" in err
+    assert not (tmp_path / "dyn").exists() or not any((tmp_path / "dyn").iterdir())

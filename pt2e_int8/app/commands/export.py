@@ -62,7 +62,7 @@ def _example_inputs(loaded: LoadedModel, path: str | None) -> tuple:
 
 def _check_converted_flags(args, loaded: LoadedModel) -> None:
     given = [flag for flag, value in (("--scheme", args.scheme), ("--calibration", args.calibration),
-                                      ("--keep-float", args.keep_float), ("--plan", args.plan),
+                                      ("--keep-float", args.keep_float), ("--plan", args.plan), ("--smooth", args.smooth),
                                       ("--target-metric", args.target_metric is not None),
                                       ("--max-drop", args.max_drop is not None)) if value]
     if loaded.converted and given:
@@ -74,12 +74,17 @@ def _check_converted_flags(args, loaded: LoadedModel) -> None:
 
 def _base_quantizer(args) -> q.Int8Quantizer:
     if args.plan:
-        if args.scheme or args.keep_float:
-            raise ConfigError("--plan already says every layer's scheme: drop --scheme / --keep-float, or drop --plan.")
+        if args.scheme or args.keep_float or args.smooth:
+            raise ConfigError("--plan already says every layer's scheme: drop --scheme / --keep-float / --smooth, "
+                              "or drop --plan.")
         from pt2e_int8.debug.plan import QuantPlan
 
         return QuantPlan.load(args.plan).to_quantizer()
-    quantizer = q.Int8Quantizer().set_global(SCHEMES[args.scheme or DEFAULT_SCHEME]())
+    scheme = args.scheme or DEFAULT_SCHEME
+    if args.smooth and scheme != "static":
+        raise ConfigError(f"--smooth applies to the static scheme only (got --scheme {scheme}): drop --smooth, "
+                          "or use --scheme static.")
+    quantizer = q.Int8Quantizer().set_global(SCHEMES[scheme](**({"smooth": True} if args.smooth else {})))
     for name in args.keep_float or []:
         quantizer.set_module_name(name, None)
     return quantizer
@@ -214,7 +219,8 @@ def run(args) -> int:
         else:
             float_ref = run_model(loaded.module.eval(), example, what=f"MODEL {args.model} on the example inputs", fix=fix)
             qm, auto = _quantize(args, loaded, example, steps, formats)
-            scheme = "auto" if auto is not None else "plan" if args.plan else args.scheme or DEFAULT_SCHEME
+            scheme = "auto" if auto is not None else "plan" if args.plan else (
+                args.scheme or DEFAULT_SCHEME) + (" + smooth" if args.smooth else "")
             if auto is not None and not auto.met:  # leaves the staging folder empty: nothing changes in -o
                 print(f"pt2e-int8 export: {auto.message}. Nothing was written: loosen --target-metric / --max-drop, "
                       "or pass more representative --calibration data.", file=sys.stderr)

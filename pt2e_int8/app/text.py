@@ -1,0 +1,125 @@
+"""English text made on this machine, for calibration, distillation and a small classification task.
+
+Nothing is downloaded. Two sources:
+
+- `generated_sentences`: sentences composed from fixed word lists with a seeded RNG (everyday
+  English: who did what to what, when);
+- `python_doc_sentences`: the sentences of the Python language reference that ships inside the
+  standard library (`pydoc_data.topics`, the text `help()` shows), with the reference topic each
+  comes from, which `topic_task` turns into a four-way classification task.
+
+The sentences used to judge MiniLM (`pt2e_int8.app.minilm.HELD_OUT_SENTENCES`) are in neither.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+_SUBJECTS = (
+    "The old farmer", "A young engineer", "My neighbour", "The committee", "Our team", "The teacher",
+    "A small child", "The city council", "The pilot", "Her brother", "The company", "A tired nurse",
+    "The orchestra", "The museum", "A stray dog", "The new manager", "Two students", "The local bakery",
+    "The scientist", "A retired sailor", "The mayor", "My aunt", "The volunteers", "A famous chef",
+)
+_VERBS = (
+    "repaired", "painted", "sold", "described", "found", "cancelled", "visited", "ignored", "praised",
+    "measured", "photographed", "delivered", "rebuilt", "explained", "questioned", "celebrated",
+    "borrowed", "cleaned", "studied", "carried", "forgot", "designed", "ordered", "returned",
+)
+_OBJECTS = (
+    "the broken fence", "a wooden boat", "the annual report", "an old violin", "the quiet garden",
+    "a long letter", "the morning train", "the kitchen table", "a strange noise", "the budget plan",
+    "the mountain trail", "a red bicycle", "the school roof", "a bag of apples", "the final exam",
+    "the harbour bridge", "an empty warehouse", "the winter coat", "a map of the city", "the new software",
+)
+_TAILS = (
+    "before the storm arrived.", "after a long discussion.", "on a sunny afternoon.",
+    "without telling anyone.", "for the third time this year.", "while the guests were waiting.",
+    "near the old station.", "in less than an hour.", "despite the heavy rain.", "with great care.",
+    "at the end of the week.", "because nobody else would.", "as the sun went down.", "last winter.",
+)
+
+
+def generated_sentences(n: int, seed: int = 0) -> list[str]:
+    """`n` sentences composed from fixed word lists (deterministic for a seed)."""
+    rng = random.Random(seed)
+    return [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
+            for _ in range(n)]
+
+
+# Sentences with code or markup in them are dropped: the task and the calibration text are prose.
+_CODE_CHARS = set("=*[]{}>|\\_()\"'`#")
+
+
+def python_doc_sentences() -> list[tuple[str, str]]:
+    """(topic, sentence) for every prose sentence of the Python reference shipped in `pydoc_data`."""
+    from pydoc_data.topics import topics
+
+    out = []
+    for topic, text in sorted(topics.items()):
+        for raw in re.split(r"(?<=[.!?])\s+", text):
+            sentence = " ".join(raw.split())
+            if 40 < len(sentence) < 220 and not _CODE_CHARS & set(sentence) and sentence[0].isupper():
+                out.append((topic, sentence))
+    return out
+
+
+# The four-way task: which part of the language reference a sentence comes from.
+TOPIC_CLASSES: dict[str, tuple[str, ...]] = {
+    "statements": ("assert", "assignment", "augassign", "break", "continue", "del", "for", "global",
+                   "if", "import", "nonlocal", "pass", "raise", "return", "try", "while", "with",
+                   "compound", "class", "function", "async"),
+    "expressions": ("atom-identifiers", "atom-literals", "attribute-references", "binary", "bitwise",
+                    "booleans", "calls", "comparisons", "conversions", "exprlists", "lambda",
+                    "operator-summary", "power", "shifting", "slicings", "subscriptions", "unary",
+                    "await", "yield", "in"),
+    "types": ("bltin-code-objects", "bltin-ellipsis-object", "bltin-null-object", "bltin-type-objects",
+              "dict", "floating", "imaginary", "integers", "lists", "numbers", "numeric-types",
+              "sequence-types", "string-methods", "strings", "truth", "types", "typesfunctions",
+              "typesmapping", "typesmethods", "typesmodules", "typesseq", "typesseq-mutable", "formatstrings"),
+    "data model": ("attribute-access", "callable-types", "context-managers", "customization",
+                   "execmodel", "exceptions", "id-classes", "identifiers", "naming", "objects",
+                   "specialattrs", "specialnames", "dynamic-features", "debugger", "else"),
+}
+
+
+def topic_task(seed: int = 0, test_fraction: float = 0.25):
+    """The Python-reference topic task: ((train sentences, labels), (test sentences, labels), class names).
+
+    Split per class with a seeded shuffle, so both halves have every class.
+    """
+    of_topic = {t: label for label, ts in enumerate(TOPIC_CLASSES.values()) for t in ts}
+    by_class: dict[int, list[str]] = {}
+    for topic, sentence in python_doc_sentences():
+        if topic in of_topic:
+            by_class.setdefault(of_topic[topic], []).append(sentence)
+    rng = random.Random(seed)
+    train, test = [], []
+    for label, sentences in sorted(by_class.items()):
+        sentences = sorted(set(sentences))
+        rng.shuffle(sentences)
+        cut = int(len(sentences) * test_fraction)
+        test += [(s, label) for s in sentences[:cut]]
+        train += [(s, label) for s in sentences[cut:]]
+    rng.shuffle(train)
+    unzip = lambda pairs: ([s for s, _ in pairs], [label for _, label in pairs])  # noqa: E731
+    return unzip(train), unzip(test), list(TOPIC_CLASSES)
+
+
+def pack_tokens(tokenizer, sentences: list[str], seq: int, rows: int):
+    """`rows` full-length inputs (no padding): sentences' tokens run on between [CLS] and [SEP].
+
+    Calibrating on these keeps padding positions, which no output depends on, out of the ranges.
+    """
+    import torch
+
+    ids: list[int] = []
+    for s in sentences:
+        ids += tokenizer(s, add_special_tokens=False)["input_ids"]
+    body = seq - 2
+    if len(ids) < rows * body:
+        raise ValueError(f"{len(sentences)} sentences give {len(ids)} tokens; {rows} rows of {seq} need {rows * body}")
+    out = [[tokenizer.cls_token_id, *ids[r * body:(r + 1) * body], tokenizer.sep_token_id] for r in range(rows)]
+    input_ids = torch.tensor(out)
+    return input_ids, torch.ones_like(input_ids)
