@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_int8.decision import keep_float
+
 # Meta copied from an anchor node onto nodes a transform adds next to it, so the new node
 # resolves to the same module scope (set_module_name) and points to the same source line.
 _SCOPE_META = ("nn_module_stack", "stack_trace")
@@ -63,6 +65,22 @@ def copy_scope(src: Node, dst: Node) -> None:
     for key in _SCOPE_META:
         if key in src.meta:
             dst.meta[key] = src.meta[key]
+
+
+def insert_float_multiply(gm: GraphModule, producer: Node, consumers: list[Node], factor: torch.Tensor,
+                          prefix: str, reason: str, scope: Node) -> Node:
+    """`consumers` read `producer * factor` (a new constant) instead of `producer`; the multiply is
+    kept float with `reason` (pt2e_int8.decision.keep_float) and carries `scope`'s module scope."""
+    first = min(consumers, key=lambda n: list(gm.graph.nodes).index(n))
+    const = add_constant(gm, prefix, factor, before=first, like=producer)
+    with gm.graph.inserting_after(const):
+        mul = gm.graph.call_function(torch.ops.aten.mul.Tensor, (producer, const))
+    mul.meta["val"] = producer.meta["val"]
+    copy_scope(scope, mul)
+    keep_float(mul, reason)
+    for user in consumers:
+        user.replace_input_with(producer, mul)
+    return mul
 
 
 def _owner_and_name(gm: GraphModule, target: str):

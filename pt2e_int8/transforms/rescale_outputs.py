@@ -27,12 +27,11 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from pt2e_int8.calibration_stats import ActivationStats, ChannelStats
 from pt2e_int8.config import QuantConfig
-from pt2e_int8.decision import add_note, keep_float
+from pt2e_int8.decision import add_note
 from pt2e_int8.ops import ELEMENTWISE_OPS, INT8_INPUT_OPS
 from pt2e_int8.transforms.graph_edit import (
-    add_constant,
     constant,
-    copy_scope,
+    insert_float_multiply,
     replace_constant,
     sole_user_constant,
 )
@@ -131,15 +130,8 @@ class RescaleOutputChannelsPass(PassBase):
         if bias_node is not None:
             bias = constant(gm, bias_node)
             replace_constant(gm, bias_node, bias / r.to(bias.dtype))
-        users = list(node.users)
-        factor = add_constant(gm, "_rescale_factor", r.to(weight.dtype), before=node.next, like=node)
-        with gm.graph.inserting_after(factor):
-            mul = gm.graph.call_function(aten.mul.Tensor, (node, factor))
-        mul.meta["val"] = node.meta["val"]
-        copy_scope(node, mul)
-        keep_float(mul, KEEP_FLOAT_REASON)
-        for user in users:
-            user.replace_input_with(node, mul)
+        insert_float_multiply(gm, node, list(node.users), r.to(weight.dtype), "_rescale_factor", KEEP_FLOAT_REASON,
+                              scope=node)
         channels = int((r > 1).sum())
         add_note(node, f"output rescaled: {channels} channel{'s' if channels > 1 else ''} "
                        f"/{int(r.max())} (quant error {base:.2e} -> {err:.2e})")

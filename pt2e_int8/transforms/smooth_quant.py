@@ -30,11 +30,10 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from pt2e_int8.calibration_stats import ActivationStats, ChannelStats
 from pt2e_int8.config import QuantConfig
-from pt2e_int8.decision import add_note, keep_float
+from pt2e_int8.decision import add_note
 from pt2e_int8.transforms.graph_edit import (
-    add_constant,
     constant,
-    copy_scope,
+    insert_float_multiply,
     replace_constant,
     sole_user_constant,
 )
@@ -200,11 +199,5 @@ class SmoothActivationsPass(PassBase):
     @staticmethod
     def _insert_division(gm: GraphModule, producer: Node, consumers: list[Node], s: torch.Tensor) -> None:
         first = min(consumers, key=lambda n: list(gm.graph.nodes).index(n))
-        inv = add_constant(gm, "_smooth_inverse", (1.0 / s).to(torch.float32), before=first, like=producer)
-        with gm.graph.inserting_after(inv):
-            mul = gm.graph.call_function(aten.mul.Tensor, (producer, inv))
-        mul.meta["val"] = producer.meta["val"]
-        copy_scope(first, mul)
-        keep_float(mul, KEEP_FLOAT_REASON)
-        for u in consumers:
-            u.replace_input_with(producer, mul)
+        insert_float_multiply(gm, producer, consumers, (1.0 / s).to(torch.float32), "_smooth_inverse",
+                              KEEP_FLOAT_REASON, scope=first)
