@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,6 +32,9 @@ from pt2e_int8.errors import InputFileError
 # into a loop must not hang the command.
 TIMEOUT_S = float(os.environ.get("PT2E_INT8_PROBE_TIMEOUT", "300"))
 _START, _LOADED, _DONE = "probing ", "loaded ", "probe done"
+# Prepended to the child's command line. For an emulator that cannot start the guest's own
+# interpreter by itself (qemu-user without binfmt_misc: tools/arm sets it to its qemu command).
+LAUNCHER_ENV = "PT2E_INT8_PROBE_LAUNCHER"
 _NATIVE_ERROR = re.compile(r"what\(\)|terminate called|Assertion|Segmentation|[A-Za-z]+Error\b")
 
 
@@ -83,7 +87,8 @@ def start_probe(paths: list[str | os.PathLike], *, inputs: str | None = None, ar
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "pt2e_int8.app.probe", "--batch", str(batch)]
+    cmd = [*shlex.split(os.environ.get(LAUNCHER_ENV, "")), sys.executable, "-m", "pt2e_int8.app.probe",
+           "--batch", str(batch)]
     if inputs:
         cmd += ["--inputs", str(inputs)]
     if arity:

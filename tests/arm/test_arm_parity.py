@@ -102,7 +102,7 @@ def test_bench_on_emulated_board(digits_folder, tmp_path, cpu):
             "print('EXIR=' + json.dumps([m for m in sys.modules if m.startswith('executorch.exir')]))\n"
             "print(f'SECONDS={time.perf_counter() - t0:.1f}')\nsys.exit(rc)\n")
     cache = ArmCache(cache_root())
-    done = subprocess.run(guest_command(cache, cpu, ["-c", code]), env=guest_env(cache, [str(REPO)]),
+    done = subprocess.run(guest_command(cache, cpu, ["-c", code]), env=guest_env(cache, [str(REPO)], model=cpu),
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "EXIR=[]" in done.stdout

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +95,12 @@ def status(cache: ArmCache | None = None) -> tuple[bool, str]:
     return True, ""
 
 
-def guest_env(cache: ArmCache, extra_path: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+def guest_env(cache: ArmCache, extra_path: list[str] | tuple[str, ...] = (), model: str | None = None) -> dict[str, str]:
     """Environment for the emulated python: the host's, plus the kit's site and CUDA stubs.
 
     qemu-user hands the host environment to the guest; qemu-static itself ignores LD_LIBRARY_PATH.
+    With `model`, the child processes the guest starts for its artifact probe run under the same
+    qemu command (without binfmt_misc, the guest cannot execute its own aarch64 interpreter).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LD_", "VIRTUAL_ENV"))}
     env["PYTHONPATH"] = os.pathsep.join(["/" + SITE, *extra_path])
@@ -106,6 +109,8 @@ def guest_env(cache: ArmCache, extra_path: list[str] | tuple[str, ...] = ()) -> 
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # never write aarch64 .pyc next to the host's sources
     env["HF_HUB_OFFLINE"] = "1"
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
+    if model is not None:
+        env["PT2E_INT8_PROBE_LAUNCHER"] = shlex.join(guest_command(cache, model, [])[:5])  # qemu -cpu X -L ROOT
     return env
 
 

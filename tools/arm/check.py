@@ -7,7 +7,10 @@ and with the aarch64 python under qemu-user, once per CPU model. Per artifact an
 reports the max abs error against x86, that error in output quantization steps, argmax agreement,
 the ONNX Runtime operators that ran, and the int8 kernel family the CPU's features select.
 
-Bounds (exit 1 when broken): artifacts whose name says `static` or `qat` must match x86 exactly;
+Bounds (exit 1 when broken): artifacts whose name says `static` or `qat` must match x86 exactly when
+their output is a dequantized int8 tensor (on a quantization grid), and within 1 output step when
+float ops follow the last int8 op (a transformer block's LayerNorm: its float kernels differ by ulps
+per ISA);
 `dynamic` or `mixed` (run-time activation scales) within 1 output step, or, when the folder holds
 the model's float artifact too (`minilm-float.pte` beside `minilm-dynamic.pte`; `float.onnx` beside
 `ptq-dynamic.onnx`), within the artifact's own int8 error on x86 (max |int8 - float|, same inputs).
@@ -189,6 +192,8 @@ def compare(artifacts: list[Path], x86: Path, arm: Path, cpu: str,
             err = float(np.max(np.abs(r - g))) if r.size else 0.0
             step, on_grid = output_step(r)
             expect = expectation(art.name)
+            if expect == "exact" and not on_grid:  # float ops after the last int8 op: ulps per ISA
+                expect = "steps"
             bound, kind = {"exact": (0.0, "exact"), "steps": (step, "1 step"), "none": (math.inf, "-")}[expect]
             if expect == "steps" and ref_float is not None and all(
                     k in ref_float and ref_float[k].shape == ref[k].shape for k in keys):
