@@ -87,10 +87,13 @@ def test_digits_artifacts_match_x86(digits_folder, tmp_path):
 
 def test_transformer_block_matches_x86(block_folder, tmp_path):
     """Untraced (the digits test shows the kernel families): parity is the point here. Dynamic and
-    mixed are bounded by 1 step or their own int8 error (the float pair is in the folder)."""
+    mixed are bounded by 1 step or their own int8 error (the float pair is in the folder); the
+    static block ends in a float LayerNorm, so its output is off the int8 grid: within 1 step."""
     rows, _ = check(block_folder, cpus=DEFAULT_CPU_MODELS, report=tmp_path, trace_kernels=False)
     _assert_rows(rows)
-    assert {r.expect for r in rows} == {"exact", "steps", "none"}
+    assert {r.expect for r in rows} == {"steps", "none"}
+    static = [r for r in rows if "static" in r.artifact]
+    assert static and all(not r.step_on_grid and r.error_steps <= 1.0 for r in static), table(rows)
 
 
 @pytest.mark.parametrize("cpu", DEFAULT_CPU_MODELS)
