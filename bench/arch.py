@@ -265,7 +265,8 @@ def render(meta: dict, docs: list[dict]) -> str:
 # -- driver ---------------------------------------------------------------------------------
 
 def _run_child(args: list[str], log: Path, timeout: float = 3600) -> int:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # keep the caller's (torchvision)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
            "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         return subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], cwd=ROOT, env=env,
