@@ -225,11 +225,16 @@ def _isa_note(device: dict) -> str:
 
 
 # The other benchmarks: each is one command that writes its own result file.
-SEE_ALSO = ("Also in bench/, each with its command, device and targets: [arch.md](arch.md) (torchvision CNNs, a ViT, "
+SEE_ALSO = ("Also in bench/, each with its command and device: [arch.md](arch.md) (torchvision CNNs, a ViT, "
             "LSTM/GRU, Conv1d and a ConvTranspose U-Net: our int8 .pte vs our float .pte vs the stock ExecuTorch "
-            "flow, `bench/arch.py`), [recurrent.md](recurrent.md) (LSTM/GRU unrolled into int8 linears vs the fused "
-            "op, .pte and ONNX, `bench/recurrent.py`), [observers.md](observers.md) (the default activation "
-            "observer, `bench/observers.py`).")
+            "flow, `bench/arch.py`), [op_set_islands.md](op_set_islands.md) (float islands inside the delegate, ours "
+            "vs the stock quantizer), [recurrent.md](recurrent.md) (LSTM/GRU unrolled into int8 linears vs the fused "
+            "op, `bench/recurrent.py`), [observers.md](observers.md) (the default activation observer), "
+            "[ORT_OPS.md](ORT_OPS.md) (ONNX Runtime's CPU kernels on MiniLM's shapes), "
+            "[AUTO_MINILM.md](AUTO_MINILM.md) (debugger and automatic mixed precision), "
+            "[issue11/RESULTS.md](issue11/RESULTS.md) (fully static MiniLM), [distributed_qat.md](distributed_qat.md), "
+            "[BENCH_STARTUP.md](BENCH_STARTUP.md) (what the artifact probe costs `bench`) and arm/ (aarch64 under "
+            "emulation).")
 
 
 def render(doc: dict) -> str:
