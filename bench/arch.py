@@ -217,8 +217,8 @@ def render(meta: dict, docs: list[dict]) -> str:
              f"Command: `{meta['command']}`  ", f"Run: {meta['started']} → {meta['finished']} (UTC)  ",
              f"Device: {meta['device']}  ",
              f"Threads {meta['threads']}, batch 1, {meta['iters']} interleaved runs per model after {meta['warmup']} "
-             "warm-up. Measured on a shared machine (other jobs running): the lead re-runs this command on a quiet "
-             "machine. Ratios are of medians timed in the same interleaving.", "",
+             "warm-up. Ratios are of medians timed in the same interleaving (the machine's noise hits every "
+             "variant of a model alike)." + (f" {meta['note']}" if meta.get("note") else ""), "",
              "## Targets", "", "| model | target | status | detail |", "|---|---|---|---|"]
     for doc in docs:
         if "error" in doc:

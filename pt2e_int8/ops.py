@@ -210,6 +210,13 @@ INT8_OPS: dict[torch._ops.OpOverload, Int8Op] = {
     **dict.fromkeys((aten.mul.Tensor, aten.mul_.Tensor), Int8Op("elementwise")),
 }
 SHARED_QPARAM_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "shared")
+# Shared-qparam ops that compute (pool, mean, resize) rather than move data: worth quantizing after
+# a float producer when their result feeds an int8 layer.
+REDUCING_OPS = frozenset({
+    aten.max_pool2d.default, aten.max_pool1d.default, aten.avg_pool1d.default, aten.avg_pool2d.default,
+    aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default, aten.mean.dim,
+    aten.upsample_bilinear2d.vec,
+})
 CAT_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "cat")
 ELEMENTWISE_OPS = frozenset(op for op, spec in INT8_OPS.items() if spec.family == "elementwise")
 

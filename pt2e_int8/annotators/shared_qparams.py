@@ -20,7 +20,7 @@ from pt2e_int8.annotators.framework import (
     output_is_quantized,
 )
 from pt2e_int8.config import QuantConfig, activation_spec
-from pt2e_int8.ops import CAT_OPS, SHARED_QPARAM_OPS, int8_limit
+from pt2e_int8.ops import CAT_OPS, REDUCING_OPS, SHARED_QPARAM_OPS, int8_limit
 
 
 @op_annotator(name="shared_qparams", targets=SHARED_QPARAM_OPS | CAT_OPS, priority=10)
@@ -36,13 +36,17 @@ def _annotate_shared(node: Node, cfg: QuantConfig) -> Annotation | Rejected:
     src = node.args[0]
     if not is_float_tensor(src):
         return Rejected("input is not a floating-point tensor")
-    if not output_is_quantized(src):
+    quantized = output_is_quantized(src)
+    if not quantized and not (node.target in REDUCING_OPS and feeds_int8(node)):
         return Rejected("input is not quantized")
     limit = int8_limit(node)
     if limit:
         return Rejected(limit)
+    # A pooling / mean after a float op (a squeeze-excite block's mean after hardswish) that feeds an
+    # int8 layer: its input gets an observer, as the stock quantizer does, so XNNPACK runs it in
+    # int8 instead of float between two converts.
     ann = QuantizationAnnotation(
-        input_qspec_map={src: SharedQuantizationSpec(src)},
+        input_qspec_map={src: SharedQuantizationSpec(src) if quantized else activation_spec(cfg)},
         output_qspec=SharedQuantizationSpec((src, node)),
     )
     return Annotation({node: ann}, (node,))

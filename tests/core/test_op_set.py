@@ -168,3 +168,24 @@ def test_in_place_residual_add_is_int8():
         (relu,) = add.users
         assert any(is_quantize(u) for u in relu.users), f"{add.name}'s relu output stays float"
     assert not float_edges(qm), f"float islands: {float_edges(qm)}"
+
+
+class _SqueezeExcite(torch.nn.Module):
+    """MobileNetV3's block: hardswish (float: no qs8 kernel), then a mean feeding the SE convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = torch.nn.functional.hardswish(self.conv(x))
+        return y * torch.sigmoid(self.fc(y.mean((2, 3), keepdim=True)))
+
+
+def test_mean_after_a_float_op_feeding_a_conv_is_int8():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    qm = q.quantize(_SqueezeExcite().eval(), (x,), calibration=[(x,)])
+    (mean,) = [n for n in qm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.mean.dim]
+    assert is_dequantize(mean.args[0]), "the mean reads float: XNNPACK would run it between two converts"
+    assert any(is_quantize(u) for u in mean.users), "the mean's output is not quantized"
