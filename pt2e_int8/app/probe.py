@@ -7,9 +7,10 @@ verifier (it checks the program, not the delegate's payload) nor an `except` can
 process that loads the file. So the child loads and runs each file first, on the inputs the command
 will use; if the child dies by a signal or hangs, the file is reported as corrupt (exit 2) and the
 command never loads it. Python-level failures are not judged here: the command meets them again
-in-process and explains them. Costs one interpreter start and one load of each runtime; `bench`
-starts the probe first and imports its own runtimes meanwhile (`start_probe`), so on a device with
-two or more cores the start-up mostly overlaps.
+in-process and explains them. Costs one interpreter start, `import torch` and one load of each
+runtime. `bench` starts the probe before importing its own runtime (`start_probe`), but by then the
+command has imported torch, so little overlaps: 2.55 s instead of 1.26 s without a probe for the
+digits .pte on a 2-core Xeon (bench/BENCH_STARTUP.md).
 
     python -m pt2e_int8.app.probe [--inputs FILE] [--arity N] [--batch N] ARTIFACT...
 """

@@ -31,7 +31,7 @@ def run(args) -> int:
         check_not_inputs([("--json", args.json)],
                          [*(("ARTIFACT", a) for a in args.artifacts), ("--inputs", args.inputs)])
     # The child loads and runs each file before this process does: one whose runtime crashes on it is
-    # reported, not fatal. It starts first, so its start-up overlaps this process's imports below.
+    # reported, not fatal. It starts before this process imports its runtime (little else is left).
     probe = start_probe(args.artifacts, inputs=args.inputs, batch=args.batch, first_batch_only=True)
     try:
         inputs = None
