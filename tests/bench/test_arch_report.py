@@ -63,4 +63,6 @@ def test_render_has_every_section():
     text = render(meta, [_doc(), {"model": "broken", "error": "exit 1: boom"}])
     assert "## Targets" in text and "## Latency and structure" in text and "## Where int8 stops" in text
     assert "| broken | all | **failed** | exit 1: boom |" in text
-    assert "lead re-runs this command on a quiet machine" in text
+    assert "timed in the same interleaving" in text and "second run" not in text
+    noted = render({**meta, "note": "two models are from a second run"}, [_doc()])
+    assert "two models are from a second run" in noted
