@@ -14,22 +14,14 @@ layers compute in float.
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_int8.ops import layer_operands
 from pt2e_int8.qdq import is_dequantize, is_dynamic_dequantize
+from pt2e_int8.transforms.graph_edit import constant, replace_constant
 
 INT32 = torch.iinfo(torch.int32)
-
-
-def _constant(gm: GraphModule, node) -> torch.Tensor | None:
-    if isinstance(node, Node) and node.op == "get_attr":
-        value = operator.attrgetter(node.target)(gm)
-        return value if isinstance(value, torch.Tensor) else None
-    return None
 
 
 def _act_scale(node) -> float | None:
@@ -40,12 +32,12 @@ def _act_scale(node) -> float | None:
 
 
 def _weight_scales(gm: GraphModule, node) -> torch.Tensor | None:
-    if not isinstance(node, Node) or not is_dequantize(node) or _constant(gm, node.args[0]) is None:
+    if not isinstance(node, Node) or not is_dequantize(node) or constant(gm, node.args[0]) is None:
         return None
     scale = node.args[1]
     if isinstance(scale, int | float):
         return torch.tensor([float(scale)])
-    value = _constant(gm, scale)
+    value = constant(gm, scale)
     return value.reshape(-1).float() if value is not None else None
 
 
@@ -54,7 +46,7 @@ def snap_bias_to_int32_grid(gm: GraphModule) -> int:
     snapped = 0
     for node in gm.graph.nodes:
         act, weight, bias = layer_operands(node)
-        b = _constant(gm, bias)
+        b = constant(gm, bias)
         if b is None or b.dtype != torch.float32 or b.dim() != 1 or len(bias.users) != 1:
             continue
         sx, sw = _act_scale(act), _weight_scales(gm, weight)
@@ -62,18 +54,6 @@ def snap_bias_to_int32_grid(gm: GraphModule) -> int:
             continue
         scale = torch.tensor(sx, dtype=torch.float32) * sw
         grid = torch.clamp(torch.round(b.detach() / scale), INT32.min, INT32.max) * scale
-        _replace_constant(gm, bias.target, b, grid)
+        replace_constant(gm, bias, grid)  # rebinds (never writes into) the user's tensor
         snapped += 1
     return snapped
-
-
-def _replace_constant(gm: GraphModule, target: str, old: torch.Tensor, new: torch.Tensor) -> None:
-    """Rebind (never write into) the constant: it may share storage with the user's float model."""
-    path, _, name = target.rpartition(".")
-    owner = gm.get_submodule(path) if path else gm
-    if isinstance(old, torch.nn.Parameter):
-        setattr(owner, name, torch.nn.Parameter(new, requires_grad=False))
-    elif name in owner._buffers:
-        owner._buffers[name] = new
-    else:
-        setattr(owner, name, new)

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from pt2e_int8.app import probe as probe_module
 from pt2e_int8.errors import InputFileError
+from pt2e_int8.numerics import flatten_outputs
 from tests._crafted import mutate
 from tests.cli._cli import run_in_process
 from tests.cli.test_hardening import snapshot
@@ -241,22 +242,12 @@ payloads = st.recursive(
     max_leaves=5)
 
 
-def _flat_tensors(obj) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, list | tuple):
-        return [t for o in obj for t in _flat_tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _flat_tensors(o)]
-    return []
-
-
 def _save(obj, kind: str, path: Path) -> Path:
     if kind == "pt":
         torch.save(obj, path.with_suffix(".pt"))
         return path.with_suffix(".pt")
     if kind == "npz":
-        arrays = [t.numpy() for t in _flat_tensors(obj)] or [np.array([None, 1], dtype=object)]
+        arrays = [t.numpy() for t in flatten_outputs(obj)] or [np.array([None, 1], dtype=object)]
         np.savez(path.with_suffix(".npz"), *arrays)
         return path.with_suffix(".npz")
     path = path.with_suffix(".pt")

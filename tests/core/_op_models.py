@@ -49,16 +49,22 @@ class ConvTranspose1d(nn.Module):
         return self.up(x)
 
 
+def _non_trivial(bn: nn.BatchNorm2d, weight: bool = False) -> nn.BatchNorm2d:
+    """Running statistics (and optionally the scale) away from identity, so folding them matters."""
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        if weight:
+            bn.weight.uniform_(0.5, 1.5)
+    return bn
+
+
 class ConvBnRelu(nn.Module):
     """PTQ conv → batch-norm → relu (prepare_pt2e folds the batch-norm first)."""
 
     def __init__(self):
         super().__init__()
-        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
-        with torch.no_grad():
-            self.bn.running_mean.uniform_(-0.5, 0.5)
-            self.bn.running_var.uniform_(0.5, 2.0)
-            self.bn.weight.uniform_(0.5, 1.5)
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), _non_trivial(nn.BatchNorm2d(8), weight=True)
 
     def forward(self, x):
         return F.relu(self.bn(self.conv(x)))
@@ -69,10 +75,7 @@ class ConvTransposeBnRelu(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.up, self.bn = nn.ConvTranspose2d(4, 6, 2, stride=2), nn.BatchNorm2d(6)
-        with torch.no_grad():
-            self.bn.running_mean.uniform_(-0.5, 0.5)
-            self.bn.running_var.uniform_(0.5, 2.0)
+        self.up, self.bn = nn.ConvTranspose2d(4, 6, 2, stride=2), _non_trivial(nn.BatchNorm2d(6))
 
     def forward(self, x):
         return F.relu(self.bn(self.up(x)))

@@ -143,7 +143,12 @@ def test_fake_quant_scale_follows_its_reduced_observer(fused):
 
 
 def test_stateless_observers_ask_for_nothing():
-    simulate_sync([PlaceholderObserver(dtype=torch.int8) for _ in range(2)])
+    obs = PlaceholderObserver(dtype=torch.int8)
+    assert list(rule_for(obs, "activation_post_process_0")(obs)) == [], "a stateless observer sent a collective"
+    before = {k: v.clone() for k, v in obs.state_dict().items()}
+    simulate_sync([obs, PlaceholderObserver(dtype=torch.int8)])
+    assert obs.state_dict().keys() == before.keys()
+    assert all(torch.equal(obs.state_dict()[k], v) for k, v in before.items())
 
 
 def test_an_observer_without_a_rule_is_a_clear_error():

@@ -14,6 +14,11 @@ from torch import nn
 from pt2e_int8.qdq import is_dequantize
 
 
+def counts(model) -> collections.Counter:
+    """Node count per op type of an onnx_ir graph."""
+    return collections.Counter(n.op_type for n in model.graph)
+
+
 class LinearRelu(nn.Module):
     def __init__(self, k: int = 32, n: int = 48):
         super().__init__()

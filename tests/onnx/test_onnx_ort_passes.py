@@ -28,11 +28,7 @@ from backends.onnx.passes import (
     RewriteDynamicLinearPass,
 )
 from backends.onnx.passes.keep_dynamic_conv_float import REASON
-from tests.onnx._models import Block, ConvBnRelu, Linear, PostNormBlock
-
-
-def counts(model: ir.Model) -> collections.Counter:
-    return collections.Counter(n.op_type for n in model.graph)
+from tests.onnx._models import Block, ConvBnRelu, Linear, PostNormBlock, counts
 
 
 def session(model: ir.Model, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, optimized: Path | None = None):

@@ -26,11 +26,7 @@ from backends.onnx.passes import (
     run_passes,
 )
 from pt2e_int8.errors import LoweringError
-from tests.onnx._models import Linear
-
-
-def counts(model: ir.Model) -> collections.Counter:
-    return collections.Counter(n.op_type for n in model.graph)
+from tests.onnx._models import Linear, counts
 
 
 def run(model: ir.Model, x: torch.Tensor, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL) -> np.ndarray:
