@@ -87,13 +87,20 @@ TOPIC_CLASSES: dict[str, tuple[str, ...]] = {
 def topic_task(seed: int = 0, test_fraction: float = 0.25):
     """The Python-reference topic task: ((train sentences, labels), (test sentences, labels), class names).
 
-    Split per class with a seeded shuffle, so both halves have every class.
+    Split per class with a seeded shuffle, so both halves have every class; no sentence is in both
+    (sentences the reference repeats under two classes are left out).
     """
     of_topic = {t: label for label, ts in enumerate(TOPIC_CLASSES.values()) for t in ts}
-    by_class: dict[int, list[str]] = {}
+    labels_of: dict[str, set[int]] = {}
     for topic, sentence in python_doc_sentences():
         if topic in of_topic:
-            by_class.setdefault(of_topic[topic], []).append(sentence)
+            labels_of.setdefault(sentence, set()).add(of_topic[topic])
+    # The reference repeats some sentences under several topics: one under two classes has no
+    # single label, and would otherwise land in both halves.
+    by_class: dict[int, list[str]] = {}
+    for sentence, labels in labels_of.items():
+        if len(labels) == 1:
+            by_class.setdefault(labels.pop(), []).append(sentence)
     rng = random.Random(seed)
     train, test = [], []
     for label, sentences in sorted(by_class.items()):
