@@ -115,7 +115,7 @@ def distillation_sentences(n: int = 128) -> list[str]:
 
 
 def static_qat(model, tokenizer, calibration: list[tuple], seq: int, *, sentences: list[str] | None = None,
-               epochs: int = 3, lr: float = 2e-5, batch: int = 8, progress=None):
+               epochs: int = 3, lr: float = 2e-5, batch: int = 8, loss: str = "cosine", progress=None):
     """MiniLM's fully static QAT recipe: smooth, calibrate, distill from the float model, convert.
 
     Args:
@@ -123,6 +123,7 @@ def static_qat(model, tokenizer, calibration: list[tuple], seq: int, *, sentence
         calibration: tokenized batches for the statistics and the starting ranges.
         sentences: unlabeled training text (default `distillation_sentences()`).
         epochs, lr, batch: distillation schedule; observers freeze for the last epoch.
+        loss: `distill`'s output loss: "cosine" for the sentence embedding, "mse" for a classifier's logits.
         progress: `fn(step, loss)` after every step.
 
     Returns:
@@ -137,6 +138,6 @@ def static_qat(model, tokenizer, calibration: list[tuple], seq: int, *, sentence
     quantizer = q.Int8Quantizer().set_global(q.QuantConfig.qat(smooth=True))
     pm = q.prepare_qat(copy.deepcopy(model), calibration[0], quantizer=quantizer, calibration=calibration)
     q.calibrate(pm, calibration, progress=False)  # fake-quant ranges start where PTQ would put them
-    q.distill(pm, model, train, epochs=epochs, lr=lr, freeze_observers_after=len(train) * (epochs - 1) or None,
-              on_step=progress)
+    q.distill(pm, model, train, epochs=epochs, lr=lr, loss=loss,
+              freeze_observers_after=len(train) * (epochs - 1) or None, on_step=progress)
     return q.convert(pm)
