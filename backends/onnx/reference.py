@@ -1,7 +1,7 @@
 """The PyTorch model that computes what ONNX Runtime computes for a QDQ file from `export_onnx`.
 
 Two differences from the converted graph, each a one-step flip at a rounding tie, which a
-transformer grows by 2–4× per layer (bench/issue11/STEPS.md):
+transformer grows by 2–4× per layer (bench/issue11/steps/GROWTH.md):
 
 - static int8 layers: QGemm / QLinearMatMul / QLinearConv accumulate exactly in int32 and
   requantize once (`pt2e_int8.int8_reference`), where the graph sums dequantized values in fp32;
