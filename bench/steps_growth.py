@@ -75,7 +75,10 @@ def main() -> None:
         "on 16 sentences in batches of 4, histogram observer, every linear and matmul static int8.\n\n"
         "Per sentence: the largest error of any int8 layer in encoder layer 0 / 1 / … / 5, in that layer's "
         "output steps, then the final embedding's error in steps of an int8 grid over its range "
-        "(bench `reference_steps`). A sentence where ONNX Runtime equals both references is shown as 0.00.\n\n"
+        "(bench `reference_steps`). A sentence where ONNX Runtime equals both references is shown as 0.00. "
+        "Per-layer errors cover all 128 positions, padding included: a flip in a padded position spreads "
+        "among padded positions only (real tokens never attend to them, and mean pooling drops them), "
+        "so a sentence can show 28 steps in a layer and 0.00 at the embedding (1, 3 and 6).\n\n"
         "| sentence | per layer vs converted graph | final | per layer vs onnx_reference | final |\n"
         "| ---: | --- | ---: | --- | ---: |\n" + "\n".join(lines) + "\n")
     print(f"wrote {OUT}")
