@@ -265,7 +265,7 @@ register("ours_smooth_insert_pte", "ours int8 static + smooth, multiplies insert
          "executorch", "ours", models=("minilm",))(_ours_pte("smooth_insert"))
 register("ours_smooth_qat_pte", "ours int8 static + smooth, QAT by distillation .pte", "executorch", "ours",
          models=("minilm",))(_ours_pte("smooth_qat"))
-register("ours_dynamic_dynbatch_pte", "ours int8 dynamic .pte, dynamic batch (export_pte's default)", "executorch",
+register("ours_dynamic_dynbatch_pte", "ours int8 dynamic .pte, dynamic batch (export_pte's dynamic_shapes='batch')", "executorch",
          "ours", models=("minilm",))(_ours_pte("dynamic", dynamic_shapes="batch"))
 
 

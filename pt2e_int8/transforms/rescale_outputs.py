@@ -14,7 +14,8 @@ float `mul` that follows restores the values exactly (powers of two commute with
 The cost is one elementwise multiply where the output is dequantized anyway.
 
 Fires only where the output stays in float after the linear (a residual add into LayerNorm,
-GELU, the graph output): if an int8 op consumed it, the `mul` would add a requantization.
+GELU, the graph output), also behind data movement such as BERT's eval-mode dropout: if an int8
+op consumed it, the `mul` would add a requantization.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
+from pt2e_int8.annotators.framework import feeds_int8, fused_activation
 from pt2e_int8.calibration_stats import ActivationStats, ChannelStats
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import add_note
-from pt2e_int8.ops import ELEMENTWISE_OPS, INT8_INPUT_OPS
+from pt2e_int8.ops import ELEMENTWISE_OPS, INT8_INPUT_OPS, SHARED_QPARAM_OPS, int8_limit
 from pt2e_int8.transforms.graph_edit import (
     constant,
     insert_float_multiply,
@@ -48,14 +50,27 @@ KEEP_FLOAT_REASON = "restores channels a linear's output was rescaled by; stays 
 
 
 def output_stays_float(node: Node) -> bool:
-    """Whether every consumer of `node` works in float (directly, or through an add/mul that
-    itself feeds only float ops: the transformer residual into LayerNorm)."""
-    for user in node.users:
-        if user.op != "call_function" or user.target not in INT8_INPUT_OPS:
+    """Whether every reader of `node`'s result works in float once the annotators are done.
+
+    The walk follows the annotators' own rules (annotators.framework.feeds_int8), so the two
+    cannot drift apart: data movement (an eval-mode dropout, view, permute) passes int8 on, so
+    its readers decide; an add/sub/mul is quantized only when its result reaches an int8
+    consumer or the model output (the transformer residual into LayerNorm does not); any other
+    int8-capable reader (a linear, an attention matmul, cat) takes int8.
+    """
+    seen, todo = set(), list(node.users)
+    while todo:
+        user = todo.pop()
+        if user in seen:
             continue
-        if user.target in ELEMENTWISE_OPS and not any(
-            u.op == "call_function" and u.target in INT8_INPUT_OPS for u in user.users
-        ):
+        seen.add(user)
+        if user.op != "call_function" or user.target not in INT8_INPUT_OPS:
+            continue  # a float op, or the model output (read after the dequantize)
+        if user.target in SHARED_QPARAM_OPS:
+            if int8_limit(user) is None:  # passes int8 on: its readers decide
+                todo.extend(user.users)
+            continue
+        if user.target in ELEMENTWISE_OPS and not feeds_int8(fused_activation(user) or user):
             continue
         return False
     return True

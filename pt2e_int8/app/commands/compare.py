@@ -13,7 +13,7 @@ import sys
 import torch
 
 from backends.registry import check_artifact, load_artifact
-from pt2e_int8.app.artifact_run import run_artifact
+from pt2e_int8.app.artifact_run import run_in_chunks
 from pt2e_int8.app.inputs import load_batches
 from pt2e_int8.app.modelspec import load_model, model_file_of, run_model
 from pt2e_int8.app.parity import OutputParity, compare_outputs, output_steps
@@ -40,7 +40,7 @@ def _run_artifact(path: str, batches: list[tuple]) -> list[list[torch.Tensor]]:
     prog = load_artifact(path)
     outs = []
     for i, batch in enumerate(batches):
-        got = run_artifact(prog, list(batch), path, f"--inputs batch {i}")
+        got = run_in_chunks(prog, list(batch), path, f"--inputs batch {i}")
         outs.append([t if isinstance(t, torch.Tensor) else torch.as_tensor(t) for t in got])
     return outs
 
