@@ -19,6 +19,9 @@ def test_compare_against_converted_reference(work, exported, converted_pt2):
     for r in doc["results"]:
         assert {"artifact", "output", "max_abs_error", "step", "max_error_steps", "sqnr_db"} <= r.keys()
         assert r["step"] > 0 and r["max_error_steps"] <= 1, r
+    runtimes = [r["measured_against"] for r in doc["results"]]
+    assert runtimes == ["the reference with executorch's integer arithmetic",
+                        "the reference with onnxruntime's integer arithmetic"], runtimes
 
 
 def test_compare_exits_1_when_max_steps_broken(work, dynamic_onnx, converted_pt2):
