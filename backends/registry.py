@@ -50,6 +50,18 @@ def _import_onnx_runtime():
     from backends.onnx import runtime  # noqa: F401
 
 
+def _pte_reference(gm):
+    from backends.executorch.reference import xnnpack_reference
+
+    return xnnpack_reference(gm)
+
+
+def _onnx_reference(gm):
+    from backends.onnx.reference import onnx_reference
+
+    return onnx_reference(gm)
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str  # as written in --format and in report.json placement keys
@@ -62,14 +74,17 @@ class Backend:
     describe: str
     # () -> None: import the runtime, so that a later `load` costs only the file
     import_runtime: Callable
+    # (converted GraphModule) -> the PyTorch model computing what this runtime computes (integer
+    # accumulation, its rounding): the reference a parity check measures output steps against
+    reference: Callable
 
 
 BACKENDS: dict[str, Backend] = {
     b.name: b for b in (
         Backend("pte", ".pte", _export_pte, _load_pte, "executorch", "ExecuTorch program, XNNPACK-delegated",
-                _import_pte_runtime),
+                _import_pte_runtime, _pte_reference),
         Backend("onnx", ".onnx", _export_onnx, _load_onnx, "onnxruntime", "QDQ ONNX for ONNX Runtime",
-                _import_onnx_runtime),
+                _import_onnx_runtime, _onnx_reference),
     )
 }
 

@@ -161,10 +161,18 @@ def _ours_quantized(ctx: Ctx, scheme: str):
 
 
 def save_reference(ctx: Ctx, qm, artifact: Path) -> None:
-    """The converted graph's outputs on the held-out inputs, beside the artifact: the measure step
-    reports how far the artifact is from its PyTorch reference (`reference_steps`)."""
+    """The PyTorch reference's outputs on the held-out inputs, beside the artifact: the measure step
+    reports how far the artifact is from it (`reference_steps`). The reference is the converted graph
+    with its int8 layers computed as the artifact's kernels compute them (integer accumulation,
+    per-row dynamic int8 in XNNPACK, ONNX QuantizeLinear's division): the plain graph's fp32 sums flip roundings at ties, which a
+    transformer amplifies to 7–32 output steps (bench/issue11/steps/GROWTH.md)."""
+    if artifact.suffix == ".pte":
+        from backends.executorch.reference import xnnpack_reference as emulate
+    else:
+        from backends.onnx.reference import onnx_reference as emulate
+    ref = emulate(qm)
     with torch.no_grad():
-        outs = [qm(*x) for x in ctx.data.eval_inputs]
+        outs = [ref(*x) for x in ctx.data.eval_inputs]
     torch.save([o if isinstance(o, torch.Tensor) else o[0] for o in outs], reference_path(artifact))
 
 
@@ -257,7 +265,7 @@ register("ours_smooth_insert_pte", "ours int8 static + smooth, multiplies insert
          "executorch", "ours", models=("minilm",))(_ours_pte("smooth_insert"))
 register("ours_smooth_qat_pte", "ours int8 static + smooth, QAT by distillation .pte", "executorch", "ours",
          models=("minilm",))(_ours_pte("smooth_qat"))
-register("ours_dynamic_dynbatch_pte", "ours int8 dynamic .pte, dynamic batch (export_pte's default)", "executorch",
+register("ours_dynamic_dynbatch_pte", "ours int8 dynamic .pte, dynamic batch (export_pte's dynamic_shapes='batch')", "executorch",
          "ours", models=("minilm",))(_ours_pte("dynamic", dynamic_shapes="batch"))
 
 

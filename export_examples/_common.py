@@ -15,6 +15,7 @@ from backends.executorch import export_pte
 from backends.executorch.runtime import load_pte
 from backends.onnx import export_onnx
 from backends.onnx.runtime import load_onnx
+from pt2e_int8.app.artifact_run import run_in_chunks
 from pt2e_int8.text_table import text_table
 
 
@@ -34,26 +35,13 @@ def export_and_run(name: str, gm, example_inputs: tuple, eval_inputs: tuple, out
         eager = gm(*eval_inputs)
     return {
         "eager": eager,
-        "pte": run_in_chunks(load_pte(pte.path), eval_inputs),
+        "pte": run_in_chunks(load_pte(pte.path), list(eval_inputs), pte.path, "eval inputs")[0],
         "onnx": load_onnx(onnx.path).run(list(eval_inputs))[0],
         "pte_kb": pte.size_bytes / 1024,
         "onnx_kb": onnx.size_bytes / 1024,
         "int8_layers": f"{len(pte.int8_layers)}/{len(pte.placement)} pte, "
                        f"{len(onnx.int8_layers)}/{len(onnx.placement)} onnx",
     }
-
-
-def run_in_chunks(program, inputs: tuple) -> torch.Tensor:
-    """A .pte takes a bounded batch (a dynamic batch up to export_pte's max_batch) or exactly the
-    example's batch (static shapes, which export_pte picks when a dynamic batch would cost XNNPACK
-    coverage): feed it chunks of the batch it takes, the last one padded."""
-    chunk = program.input_specs()[0].shape[0]
-    outs = []
-    for part in zip(*(t.split(chunk) for t in inputs), strict=True):
-        n = part[0].shape[0]
-        padded = [torch.cat([t, t[-1:].expand(chunk - n, *t.shape[1:])]) if n < chunk else t for t in part]
-        outs.append(program.run(padded)[0][:n])
-    return torch.cat(outs)
 
 
 def save_results(out: Path, header: list[str], rows: list[list]) -> None:

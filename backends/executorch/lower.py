@@ -50,7 +50,7 @@ Delegate = Literal["xnnpack", "portable"]
 DELEGATES = ("xnnpack", "portable")
 # dynamic_shapes values besides None (static) and a torch.export spec.
 SHAPES = ("auto", "batch")
-# Upper bound of the dynamic batch: activation memory is planned for it.
+# Upper bound of a dynamic batch when none is given: activation memory is planned for it.
 MAX_BATCH = 64
 
 
@@ -175,7 +175,7 @@ def lower_program(
     *,
     delegate: Delegate = "xnnpack",
     dynamic_shapes="auto",
-    max_batch: int = MAX_BATCH,
+    max_batch: int | None = None,
     passes: Sequence[PassBase] | None = None,
     program_hook: Callable[[ExportedProgram], ExportedProgram] | None = None,
 ) -> Lowered:
@@ -185,10 +185,11 @@ def lower_program(
     list); `program_hook` edits the exported program just before `to_edge_transform_and_lower`
     (the debugger adds its intermediate-output taps there).
 
-    `dynamic_shapes="auto"` lowers with a dynamic batch and, when that leaves ops outside
-    XNNPACK or splits the graph into several delegate calls, also with static shapes; the
-    static program is kept when it is partitioned better (fewer ops outside XNNPACK, then
-    fewer delegate calls), with a warning and a note in the result.
+    `dynamic_shapes="auto"` without `max_batch` is static shapes (see `_resolve_shapes`). With a
+    `max_batch` it lowers with a dynamic batch and, when that leaves ops outside XNNPACK or splits
+    the graph into several delegate calls, also with static shapes; the static program is kept
+    when it is partitioned better (fewer ops outside XNNPACK, then fewer delegate calls), with a
+    warning and a note in the result.
     """
     if delegate not in DELEGATES:
         raise UserInputError(f"delegate={delegate!r} is not one of {DELEGATES}: use 'xnnpack' for int8 "
@@ -197,9 +198,11 @@ def lower_program(
         raise UserInputError(f"dynamic_shapes={dynamic_shapes!r} is not one of {SHAPES}, None (static shapes) "
                              "or a torch.export dynamic_shapes spec.")
     require_exportable(model, "export_pte")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise ConfigError(f"max_batch={max_batch!r} must be an int >= 1: the largest batch the .pte accepts "
-                          f"(default {MAX_BATCH}).")
+                          f"(or None: static shapes, or a dynamic batch up to {MAX_BATCH} with "
+                          "dynamic_shapes='batch').")
+    dynamic_shapes, max_batch = _resolve_shapes(dynamic_shapes, max_batch)
     args = as_input_tuple(example_inputs)
     export_shapes = "batch" if dynamic_shapes == "auto" else dynamic_shapes
     gm = _as_graph_module(model, args, export_shapes)
@@ -229,6 +232,15 @@ def lower_program(
     return Lowered(edge, lowered_gm, rows, by_source, fired, shapes=shapes, partitioning=split, notes=notes)
 
 
+def _resolve_shapes(dynamic_shapes, max_batch: int | None):
+    """"auto" with no `max_batch` means static shapes: XNNPACK re-plans a dynamic-shape runtime on
+    every call, which cost 1.5-5% per inference on CNNs with the same partitioning
+    (bench/arch.md), and the stock ExecuTorch flow is static too. A `max_batch` asks for a range."""
+    if dynamic_shapes == "auto" and max_batch is None:
+        return None, MAX_BATCH
+    return dynamic_shapes, max_batch if max_batch is not None else MAX_BATCH
+
+
 def _describe_shapes(ep, max_batch: int) -> str:
     for node in ep.graph.nodes:
         if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
@@ -246,7 +258,7 @@ def export_pte(
     *,
     delegate: Delegate = "xnnpack",
     dynamic_shapes="auto",
-    max_batch: int = MAX_BATCH,
+    max_batch: int | None = None,
 ) -> ExportResult:
     """Write an ExecuTorch .pte and say where each layer runs.
 
@@ -255,11 +267,13 @@ def export_pte(
         example_inputs: a tensor or tuple of tensors, batch first.
         path: the .pte to write (atomically).
         delegate: "xnnpack" (int8 kernels) or "portable" (no delegate; runs anywhere).
-        dynamic_shapes: "auto" (default: a dynamic batch unless it costs XNNPACK coverage or
-            delegate calls, then static shapes, with a warning), "batch" (any batch from 1 to
-            max_batch, whatever it costs), None (static: exactly the example inputs' shapes), or
-            a torch.export spec.
-        max_batch: largest batch the program accepts; the runtime plans memory for it.
+        dynamic_shapes: "auto" (default: static shapes, exactly the example inputs' batch; with a
+            `max_batch`, a dynamic batch unless it costs XNNPACK coverage or delegate calls, then
+            static shapes with a warning), "batch" (any batch from 1 to max_batch, whatever it
+            costs), None (static), or a torch.export spec. Static is the default because a
+            dynamic batch costs XNNPACK 1.5-5% per call even when it partitions alike.
+        max_batch: largest batch the program accepts (the runtime plans memory for it); giving
+            one asks for a dynamic batch. Default None: static, or 64 with "batch".
 
     Returns:
         ExportResult with `placement` / `detail` per coverage row, `shapes` (what the program

@@ -1,4 +1,5 @@
-"""The PyTorch model that computes what the XNNPACK .pte computes: per-row dynamic int8.
+"""The PyTorch model that computes what the XNNPACK .pte computes: per-row dynamic int8, and
+static int8 linears and convolutions with exact integer accumulation (`pt2e_int8.int8_reference`).
 
 A converted graph quantizes a dynamic layer's input with one scale per tensor
 (`choose_qparams.tensor`), but XNNPACK's dynamic fully-connected kernel (qd8) quantizes each row
@@ -13,24 +14,33 @@ Linear-GELU-Linear MLP with uneven input channels, .pte vs converted graph is 37
 
 torch's per-token ops follow XNNPACK's qd8 parameter choice (torch/ao/quantization/fx/
 _decomposed.py cites xnnpack/quantization.h). Only chains feeding a fully-connected layer are
-rewritten: those are the ones XNNPACK runs as qd8. Used to search and debug against the .pte
-(`auto_quantize(..., emulate=xnnpack_reference)`, `debug_pte`); never exported.
+rewritten: those are the ones XNNPACK runs as qd8.
+
+Static layers: XNNPACK's qs8 GEMM and convolution accumulate in int32 and requantize once, where
+the converted graph sums dequantized values in fp32; near a rounding tie they differ by one
+output step, and in a transformer that flip grows layer by layer (static MiniLM: 7–32 steps on
+9 of 16 sentences against the converted graph, 0.00 against this reference). XNNPACK runs a
+static batch matmul (attention) in float, so matmuls keep the converted graph's float form.
+Used to search and debug against the .pte (`auto_quantize(..., emulate=xnnpack_reference)`,
+`debug_pte`, bench `reference_steps`); never exported.
 """
 
 from __future__ import annotations
 
-import copy
 import operator
 
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_int8.int8_reference import int8_reference
 from pt2e_int8.qdq import CHOOSE_QPARAMS_OPS, is_dequantize
 
 aten = torch.ops.aten
 _qd = torch.ops.quantized_decomposed
 # What XNNPACK runs as a qd8 fully-connected kernel when its input is dynamically quantized.
 _FULLY_CONNECTED = frozenset({aten.linear.default, aten.addmm.default, aten.mm.default})
+# Static layer families XNNPACK runs as integer kernels (its static batch matmul is float).
+XNNPACK_INTEGER_FAMILIES = frozenset({"linear", "conv", "conv_transpose"})
 
 
 def _feeds_fully_connected(dq: Node) -> bool:
@@ -65,13 +75,14 @@ def _rewrite(graph: torch.fx.Graph, choose: Node) -> bool:
 
 
 def xnnpack_reference(gm: GraphModule) -> GraphModule:
-    """A copy of the converted `gm` whose dynamic linears quantize their input per row, as XNNPACK does.
+    """A copy of the converted `gm` whose dynamic linears quantize their input per row and whose
+    static linears and convolutions accumulate in integers, as XNNPACK does.
 
     Example:
         ref = xnnpack_reference(qm)
         q.cosine(ref(x), load_pte("model.pte").run([x])[0])   # ~1.0, where qm(x) may differ
     """
-    gm = copy.deepcopy(gm)
+    gm = int8_reference(gm, XNNPACK_INTEGER_FAMILIES)  # a copy
     changed = False
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target in CHOOSE_QPARAMS_OPS:

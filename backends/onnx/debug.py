@@ -26,6 +26,7 @@ import torch
 from torch.fx import GraphModule
 
 from backends.onnx.placement import INT8_KERNELS, optimized_graph
+from backends.onnx.reference import onnx_reference
 from backends.onnx.runtime import load_onnx
 from pt2e_int8.capture import as_input_tuple
 from pt2e_int8.coverage_report import coverage
@@ -100,7 +101,7 @@ def debug_onnx(
     model: GraphModule,
     inputs: Iterable,
     *,
-    reference: Callable[[GraphModule], torch.nn.Module] | None = None,
+    reference: Callable[[GraphModule], torch.nn.Module] | None = onnx_reference,
     max_steps: float = MAX_STEPS,
 ) -> ArtifactReport:
     """Run `path` in ONNX Runtime with every layer output exposed and compare with `model`.
@@ -109,7 +110,8 @@ def debug_onnx(
         path: an .onnx written by `export_onnx` from `model`.
         model: the converted GraphModule (ONNX Runtime's dynamic int8 is per tensor, like it).
         inputs: batches (tensor or tuple of tensors each).
-        reference: turns `model` into the reference (None: `model` itself).
+        reference: turns `model` into the reference (None: `model` itself). The default
+            (`onnx_reference`) computes static int8 layers and QuantizeLinear as ONNX Runtime does.
         max_steps: a layer off by more than this many output steps has diverged.
 
     Example:
@@ -154,5 +156,6 @@ def debug_onnx(
             taps.append({row: torch.as_tensor(by_name[t]) for row, t in tensors.items()})
     ref_model = reference(model) if reference is not None else model
     references = [reference_values(ref_model, points, b) for b in batches]
+    name = "onnx_reference(model)" if reference is onnx_reference else "the converted model"
     return compare_layers(f"{path.name} (ONNX Runtime)", rows, model, taps, references,
-                          reference_name="the converted model", max_steps=max_steps, notes=notes)
+                          reference_name=name, max_steps=max_steps, notes=notes)

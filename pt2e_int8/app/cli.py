@@ -55,10 +55,12 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-float", nargs="+", action="extend", metavar="NAME", default=[],
                    help="module paths (as in model.named_modules()) to leave in float")
     p.add_argument("--shapes", choices=("auto", "batch", "static"), default="auto",
-                   help="batch dimension of the artifacts: auto (default: dynamic unless it costs the .pte "
-                        "XNNPACK coverage or delegate calls), batch (always dynamic), static (the example's)")
+                   help="batch dimension of the .pte: auto (default: static, exactly the example's batch; with "
+                        "--max-batch a dynamic batch unless it costs XNNPACK coverage or delegate calls), batch "
+                        "(always dynamic), static. The .onnx takes any batch unless static")
     p.add_argument("--max-batch", type=_positive, default=None, metavar="N",
-                   help="largest batch a dynamic-batch .pte accepts (default 64); memory is planned for it")
+                   help="let the .pte take any batch from 1 to N (memory is planned for N); a dynamic batch costs "
+                        "XNNPACK a few percent per call, so the default is the example's static batch")
     p.add_argument("--target", choices=("auto", "x86-avx2", "x86-vnni", "arm64"), default="auto",
                    help="CPUs the .onnx is for (its int8 types): auto = this machine's; x86-avx2 is exact on every CPU")
     p.add_argument("--plan", metavar="FILE", help="a per-layer plan (plan.json from --target-metric) to quantize with")
@@ -104,7 +106,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_non_negative, default=10, help="untimed runs first (default 10)")
     p.add_argument("--threads", type=_positive, default=None, help="runtime threads (default: the runtime's)")
     p.add_argument("--inputs", metavar="FILE", help=".pt/.npz inputs (default: random, of the file's signature)")
-    p.add_argument("--batch", type=_positive, default=1, help="batch size of random inputs (default 1)")
+    p.add_argument("--batch", type=_positive, default=None,
+                   help="batch size of random inputs (default 1, or the batch a static-shape .pte takes)")
     p.add_argument("--json", metavar="FILE", type=_output_file, help="write timings and the device description here")
 
 

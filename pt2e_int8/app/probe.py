@@ -40,12 +40,13 @@ _NATIVE_ERROR = re.compile(r"what\(\)|terminate called|Assertion|Segmentation|[A
 
 
 def probe_artifacts(paths: list[str | os.PathLike], *, inputs: str | None = None, arity: int | None = None,
-                    batch: int = 1, first_batch_only: bool = False, timeout: float | None = None) -> None:
+                    batch: int | None = None, first_batch_only: bool = False, timeout: float | None = None) -> None:
     """Raise InputFileError for the first artifact whose loading or running kills a child process.
 
     Args:
         paths: .pte / .onnx files, already checked to exist.
-        inputs: the command's --inputs file (its batches are run), else random inputs of `batch`.
+        inputs: the command's --inputs file (its batches are run), else random inputs of `batch`
+            (None: timing.default_batch, what bench times).
         arity: number of model inputs, to read a list of tensors in `inputs` as batches.
         first_batch_only: run only the first batch of `inputs` (what bench times).
     """
@@ -57,7 +58,8 @@ class Probe:
     """A probe started in the background: the command imports its runtimes while the child does the
     same, so on a multi-core device the probe adds little more than one load and one run of the file."""
 
-    def __init__(self, proc: subprocess.Popen, paths: list, inputs: str | None, batch: int, timeout: float):
+    def __init__(self, proc: subprocess.Popen, paths: list, inputs: str | None, batch: int | None,
+                 timeout: float):
         self.proc, self.paths, self.inputs, self.batch, self.timeout = proc, paths, inputs, batch, timeout
         self.started = time.monotonic()
 
@@ -83,13 +85,14 @@ class Probe:
 
 
 def start_probe(paths: list[str | os.PathLike], *, inputs: str | None = None, arity: int | None = None,
-                batch: int = 1, first_batch_only: bool = False, timeout: float | None = None) -> Probe:
+                batch: int | None = None, first_batch_only: bool = False, timeout: float | None = None) -> Probe:
     """Start the child that loads and runs `paths` once (see probe_artifacts); `.wait()` judges it."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    cmd = [*shlex.split(os.environ.get(LAUNCHER_ENV, "")), sys.executable, "-m", "pt2e_int8.app.probe",
-           "--batch", str(batch)]
+    cmd = [*shlex.split(os.environ.get(LAUNCHER_ENV, "")), sys.executable, "-m", "pt2e_int8.app.probe"]
+    if batch:
+        cmd += ["--batch", str(batch)]
     if inputs:
         cmd += ["--inputs", str(inputs)]
     if arity:
@@ -112,7 +115,8 @@ def _judge(returncode: int, stdout: str, stderr: str, paths, inputs, batch) -> N
     detail = next((ln.strip() for ln in reversed(stderr.splitlines()) if _NATIVE_ERROR.search(ln)), "")
     detail = f": {detail[:200]}" if detail else ""
     if loaded:
-        source = f"the batches of {inputs}" if inputs else f"random inputs of batch {batch}"
+        source = (f"the batches of {inputs}" if inputs else f"random inputs of batch {batch}" if batch
+                  else "random inputs")
         raise InputFileError(
             f"{current}: the runtime crashed running it on {source} (a test process {how}{detail}). The file "
             "loads, so check the inputs' values (integer inputs such as token ids must be within their tables) "
@@ -143,11 +147,11 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("artifacts", nargs="+")
     parser.add_argument("--inputs")
     parser.add_argument("--arity", type=int)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--first-batch-only", action="store_true")
     args = parser.parse_args(argv)
     from backends.registry import load_artifact
-    from pt2e_int8.app.timing import synthetic_inputs
+    from pt2e_int8.app.timing import default_batch, synthetic_inputs
 
     batches = None
     if args.inputs:
@@ -163,7 +167,7 @@ def _main(argv: list[str] | None = None) -> int:
         try:
             prog = load_artifact(path)
             print(f"{_LOADED}{path}", flush=True)
-            for batch in batches or [synthetic_inputs(prog, args.batch)]:
+            for batch in batches or [synthetic_inputs(prog, args.batch or default_batch(prog, path))]:
                 prog.run(list(batch))
         except Exception:  # noqa: BLE001, S112  (Python errors are the command's to explain)
             continue

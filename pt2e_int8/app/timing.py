@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from backends.registry import backend_of, load_artifact
-from pt2e_int8.app.artifact_run import run_artifact
+from pt2e_int8.app.artifact_run import batch_of, run_artifact, stderr_silenced
 from pt2e_int8.errors import InputFileError
 
 
@@ -44,6 +44,24 @@ def synthetic_inputs(program, batch: int, seed: int = 0) -> tuple[torch.Tensor, 
     return tuple(out)
 
 
+def default_batch(program, path: str | Path) -> int:
+    """Batch 1, the on-device case, where the artifact takes it (ONNX, a dynamic-batch .pte); a .pte
+    exported with static shapes (export_pte's default) takes only its own batch, so that one.
+
+    A .pte's signature stores a dynamic batch at its bound, so only a trial run at batch 1 tells a
+    static program from a dynamic one; the runtime's log of the refusal is silenced.
+    """
+    want = batch_of(program) if str(path).lower().endswith(".pte") else None
+    if want in (None, 1):
+        return 1
+    try:
+        with stderr_silenced():
+            program.run(list(synthetic_inputs(program, 1)))
+    except Exception:  # noqa: BLE001  (a static program refuses batch 1)
+        return want
+    return 1
+
+
 @dataclass
 class Timing:
     artifact: str
@@ -56,6 +74,7 @@ class Timing:
     min_ms: float
     mean_ms: float
     ratio_vs_first: float = 1.0  # median / first artifact's median: < 1 is faster
+    batch: int | None = None  # batch of the random inputs (None: the --inputs file's)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,22 +102,26 @@ def time_interleaved(runners: list[Callable[[], object]], iters: int, warmup: in
 
 
 def bench_artifacts(paths: list[str | Path], *, iters: int = 100, warmup: int = 10, threads: int | None = None,
-                    inputs: tuple | None = None, batch: int = 1) -> list[Timing]:
-    """Load each artifact with its runtime and time it on `inputs` (or synthetic ones).
+                    inputs: tuple | None = None, batch: int | None = None) -> list[Timing]:
+    """Load each artifact with its runtime and time it on `inputs` (or synthetic ones of `batch`;
+    None: `default_batch`, 1 unless a static .pte takes only its own).
 
     Example:
         for t in bench_artifacts(["m.pte", "m.onnx"], iters=200): print(t.artifact, t.median_ms)
     """
     paths = [Path(p) for p in paths]
-    runners = []
+    runners, batches = [], []
     for path in paths:
         prog = load_artifact(path, threads=threads)
-        args = list(inputs) if inputs is not None else list(synthetic_inputs(prog, batch))
-        run_artifact(prog, args, path, "--inputs" if inputs is not None else f"random inputs of batch {batch}")
+        size = None if inputs is not None else batch or default_batch(prog, path)
+        args = list(inputs) if inputs is not None else list(synthetic_inputs(prog, size))
+        run_artifact(prog, args, path, "--inputs" if inputs is not None else f"random inputs of batch {size}")
         runners.append(lambda prog=prog, args=args: prog.run(args))
+        batches.append(size)
     samples = time_interleaved(runners, iters, warmup)
-    timings = [Timing(str(path), backend_of(path).name, path.stat().st_size, iters, warmup, **latency_stats(ms))
-               for path, ms in zip(paths, samples, strict=True)]
+    timings = [Timing(str(path), backend_of(path).name, path.stat().st_size, iters, warmup, **latency_stats(ms),
+                      batch=size)
+               for path, ms, size in zip(paths, samples, batches, strict=True)]
     set_ratios(timings)
     return timings
 

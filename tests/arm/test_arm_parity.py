@@ -44,7 +44,7 @@ def digits_folder(tmp_path_factory) -> Path:
     train(pm, split, epochs=1, lr=1e-3)
     variants["qat"] = q.convert(pm)
     for name, m in variants.items():
-        export_pte(m, (split.x_test[:1],), folder / f"{name}.pte")
+        export_pte(m, (split.x_test[:1],), folder / f"{name}.pte", max_batch=64)  # inputs at 1 and 64
         export_onnx(m, (split.x_test[:1],), folder / f"{name}.onnx")
     digits_inputs(folder)
     return folder

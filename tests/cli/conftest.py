@@ -82,7 +82,8 @@ def converted_pt2(work) -> Path:
     model, example = mod.build()
     qm = q.quantize(model, example, calibration=torch.load(work / "calib.pt", weights_only=True))
     path = work / "qm.pt2"
-    torch.export.save(torch.export.export(qm, example, strict=False), path)
+    batch = ({0: torch.export.Dim.AUTO},) * len(example)  # a reference that takes any batch
+    torch.export.save(torch.export.export(qm, example, dynamic_shapes=batch, strict=False), path)
     return path
 
 

@@ -38,6 +38,9 @@ def test_bench_two_artifacts_interleaved(work, exported):
         assert {"median_ms", "p90_ms", "min_ms", "ratio_vs_first", "size_bytes"} <= r.keys()
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"]
     assert results[0]["ratio_vs_first"] == 1.0
+    # export's .pte takes exactly the example's batch (8): timed at it; the .onnx at batch 1
+    assert [r["batch"] for r in results] == [8, 1], results
+    assert "[tensor_impl.cpp" not in proc.stderr  # the trial at batch 1 is not logged
 
 
 def _modules_after_bench(artifact: Path, *, skip_package_init: bool) -> set[str]:

@@ -249,7 +249,7 @@ EXIT_2 = {  # case -> (arguments, fragments of the one-line message)
                                    ["jsondir is not a regular file"]),
     "artifact-is-a-directory": (["bench", "adir.onnx"], ["adir.onnx is not a regular file"]),
     "batch-above-bound": (["bench", "EXP/model.pte", "--batch", "100", "--iters", "1"],
-                          ["batch 100, above the bound 64", "at most 64"]),
+                          ["batch 100, above the bound 8", "at most 8", "--max-batch N"]),
     "zero-sample-calibration": (["export", "model.py:build", "--calibration", "calib_empty_batch.pt", "-o", "o8"],
                                 ["batch 1 has no samples"]),
     "overflowing-calibration": (["export", "model.py:build", "--calibration", "calib_overflow.pt", "-o", "o9"],

@@ -1,6 +1,6 @@
-"""export_pte's shape choice: a dynamic batch unless it costs XNNPACK coverage or delegate calls, then
-static shapes, said in the result; delegate calls and the ops outside XNNPACK with the partitioner's
-reasons; recurrent layers run at every batch."""
+"""export_pte's shape choice: static shapes by default; with a max_batch, a dynamic batch unless it
+costs XNNPACK coverage or delegate calls, then static shapes, said in the result; delegate calls and
+the ops outside XNNPACK with the partitioner's reasons; recurrent layers run at every batch."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_ceil_mode_pool_falls_back_to_static_shapes(ceil_pool, tmp_path):
     _, qm = ceil_pool
     x = torch.randn(1, 3, 15, 15)
     with pytest.warns(UserWarning, match="ceil mode is not supported for dynamic shapes"):
-        res = export_pte(qm, (x,), tmp_path / "ceil.pte")
+        res = export_pte(qm, (x,), tmp_path / "ceil.pte", max_batch=64)
     assert res.shapes == "static batch 1"
     assert res.delegate_calls == 1 and res.outside_delegate == []
     assert len(res.notes) == 1 and "static shapes give 1 delegate call" in res.notes[0], res.notes
@@ -85,11 +85,20 @@ def test_forced_dynamic_batch_lists_the_ops_outside_xnnpack(ceil_pool, tmp_path)
         assert q.sqnr(qm(x), program.run([x])[0]) >= 30
 
 
-def test_clean_model_keeps_its_dynamic_batch(tmp_path):
+def test_default_is_the_examples_static_batch(tmp_path):
+    """XNNPACK re-plans a dynamic-shape runtime on every call (1.5-5% on CNNs, bench/arch.md)."""
+    _, qm = _quantized(Mlp(), (16,))
+    res = export_pte(qm, (torch.randn(3, 16),), tmp_path / "mlp-default.pte")
+    assert res.shapes == "static batch 3" and res.notes == []
+    with pytest.raises(ExampleInputsError, match="dynamic batch"):  # the error says how to get one
+        load_pte(res.path).run([torch.randn(2, 16)])
+
+
+def test_clean_model_keeps_the_dynamic_batch_it_asks_for(tmp_path):
     _, qm = _quantized(Mlp(), (16,))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = export_pte(qm, (torch.randn(1, 16),), tmp_path / "mlp.pte")
+        res = export_pte(qm, (torch.randn(1, 16),), tmp_path / "mlp.pte", max_batch=64)
     assert not [w for w in caught if "export_pte" in str(w.message)]  # no fallback warning
     assert res.shapes == "dynamic batch 1..64"
     assert res.delegate_calls == 1 and res.outside_delegate == [] and res.notes == []

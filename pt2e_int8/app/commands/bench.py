@@ -17,9 +17,10 @@ from pt2e_int8.text_table import text_table
 
 
 def format_table(timings: list[Timing]) -> str:
-    header = ("artifact", "format", "size KiB", "median ms", "p90 ms", "min ms", "vs first")
-    rows = [(t.artifact, t.format, f"{t.size_bytes / 1024:.1f}", f"{t.median_ms:.4f}", f"{t.p90_ms:.4f}",
-             f"{t.min_ms:.4f}", f"{t.ratio_vs_first:.2f}x") for t in timings]
+    header = ("artifact", "format", "batch", "size KiB", "median ms", "p90 ms", "min ms", "vs first")
+    rows = [(t.artifact, t.format, "inputs" if t.batch is None else str(t.batch), f"{t.size_bytes / 1024:.1f}",
+             f"{t.median_ms:.4f}", f"{t.p90_ms:.4f}", f"{t.min_ms:.4f}", f"{t.ratio_vs_first:.2f}x")
+            for t in timings]
     return text_table(header, rows, right=range(2, len(header)))
 
 
@@ -49,7 +50,8 @@ def run(args) -> int:
                               inputs=inputs, batch=args.batch)
     print(f"device: {summary_line(device)}")
     threads = args.threads if args.threads is not None else "runtime default"
-    source = args.inputs or f"random, batch {args.batch}"
+    source = args.inputs or (f"random, batch {args.batch}" if args.batch else
+                             "random, batch 1 (a static-shape .pte: its own batch)")
     print(f"{args.iters} timed iterations after {args.warmup} warm-up, interleaved; threads: {threads}; inputs: {source}")
     print(format_table(timings))
     if args.json:

@@ -16,6 +16,7 @@ import torch
 
 import pt2e_int8 as q
 from backends.registry import BACKENDS, load_artifact
+from pt2e_int8.app.artifact_run import run_in_chunks
 from pt2e_int8.app.device import describe_device, summary_line
 from pt2e_int8.app.digits import BATCH, DigitsMLP, Split, accuracy, load_digits_split, train
 from pt2e_int8.app.plot import accuracy_latency_plot
@@ -50,16 +51,8 @@ def _quantize_variants(model: torch.nn.Module, split: Split, epochs: int, steps:
     return variants
 
 
-def _artifact_logits(prog, x: torch.Tensor) -> torch.Tensor:
-    """In example-size chunks: a .pte plans memory for a bounded batch."""
-    outs = []
-    for xb in x.split(BATCH):
-        try:
-            outs.append(prog.run([xb])[0])
-        except Exception:  # noqa: BLE001  (a static-batch artifact: pad the last chunk)
-            full = torch.cat([xb, xb.new_zeros(BATCH - len(xb), *xb.shape[1:])])
-            outs.append(prog.run([full])[0][:len(xb)])
-    return torch.cat(outs)
+def _artifact_logits(prog, path: Path, x: torch.Tensor) -> torch.Tensor:
+    return run_in_chunks(prog, [x], path, "the test split")[0]
 
 
 def _count_layers(model: torch.nn.Module) -> int:
@@ -101,12 +94,17 @@ def _markdown(doc: dict, table: str) -> str:
         f"_Total run time {doc['seconds']:.0f}s._", ""])
 
 
+# The demo times batch 1 and batch BATCH from one file, so its .pte asks for a dynamic batch
+# (export_pte's default is static shapes, the faster program for one fixed batch).
+EXPORT_OPTIONS = {"pte": {"max_batch": BATCH}}
+
+
 def _export_all(variants: dict, example: tuple, stage: Path) -> list[dict]:
     rows = []
     for variant, qm in variants.items():
         layers = len(q.coverage(qm).layers) if variant != "float" else _count_layers(qm)
         for fmt in BACKENDS.values():
-            res = fmt.export(qm, example, str(stage / f"{variant}{fmt.suffix}"))
+            res = fmt.export(qm, example, str(stage / f"{variant}{fmt.suffix}"), **EXPORT_OPTIONS.get(fmt.name, {}))
             rows.append({"variant": variant, "format": fmt.name, "file": res.path.name,
                          "size_bytes": res.size_bytes, "placement": dict(res.placement),
                          "int8_layers": len(res.int8_layers), "layers": layers})
@@ -149,7 +147,7 @@ def run(args) -> int:
         with steps("running every artifact on the test split"):
             progs = [load_artifact(stage / r["file"]) for r in rows]
             for r, prog in zip(rows, progs, strict=True):
-                r["accuracy"] = accuracy(_artifact_logits(prog, split.x_test), split.y_test)
+                r["accuracy"] = accuracy(_artifact_logits(prog, stage / r["file"], split.x_test), split.y_test)
         with steps(f"benchmarking ({iters} interleaved iterations at batch 1, {max(1, iters // 3)} at {BATCH})"):
             _bench(rows, progs, split.x_test, iters, warmup)
         table = _table(rows)

@@ -1,0 +1,52 @@
+"""The PyTorch model that computes what ONNX Runtime computes for a QDQ file from `export_onnx`.
+
+Two differences from the converted graph, each a one-step flip at a rounding tie, which a
+transformer grows by 2–4× per layer (bench/issue11/steps/GROWTH.md):
+
+- static int8 layers: QGemm / QLinearMatMul / QLinearConv accumulate exactly in int32 and
+  requantize once (`pt2e_int8.int8_reference`), where the graph sums dequantized values in fp32;
+- QuantizeLinear divides, `round(x / scale)` (the ONNX operator's definition, and MLAS's kernel),
+  where torch's `quantize_per_tensor` multiplies by `1 / scale`; the two round differently about
+  once per 4 million random inputs (XNNPACK multiplies, as torch does).
+
+Used by `debug_onnx` and bench `reference_steps`; never exported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.fx import GraphModule
+
+from pt2e_int8.int8_reference import int8_reference
+
+_qd = torch.ops.quantized_decomposed
+
+
+def quantize_by_division(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """ONNX QuantizeLinear: saturate(round(x / scale) + zero_point), in fp32, ties to even."""
+    q = torch.round(x.float() / torch.tensor(scale, dtype=torch.float32)) + zero_point
+    return q.clamp(qmin, qmax).to(dtype)
+
+
+def onnx_reference(gm: GraphModule) -> GraphModule:
+    """A copy of the converted `gm` computing static int8 layers and activation quantization as
+    ONNX Runtime does. `gm` is left unchanged; a module without an FX graph is returned as it is.
+
+    Example:
+        ref = onnx_reference(qm)
+        (ref(x) - load_onnx("model.onnx").run([x])[0]).abs().max()   # 0 where qm(x) may be a step off
+    """
+    gm = int8_reference(gm)  # a copy
+    graph = getattr(gm, "graph", None)
+    if not isinstance(graph, torch.fx.Graph):
+        return gm
+    changed = False
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target == _qd.quantize_per_tensor.default:
+            node.target = quantize_by_division
+            changed = True
+    if changed:
+        graph.lint()
+        gm.recompile()
+    return gm

@@ -1,0 +1,43 @@
+"""Small models whose int8 layers are wide enough that an fp32 sum of dequantized values and an
+int8 kernel's exact int32 sum round differently at some output elements (pt2e_int8.int8_reference)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def wide_mlp() -> nn.Module:
+    """Two static linears with K = 1024 and 512: an fp32 sum lands on the other side of a rounding tie about once per 100,000 outputs."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 256)).eval()
+
+
+class TinyBlock(nn.Module):
+    """One post-norm encoder layer: attention (matmul, softmax), residual + LayerNorm, GELU FFN."""
+
+    def __init__(self, d: int = 64, ffn: int = 1024, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.up, self.down = nn.Linear(d, ffn), nn.Linear(ffn, d)
+        self.head = nn.Linear(d, d)  # a quantized output: steps are defined by its quantize
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (lin(x).view(b, t, self.heads, -1).transpose(1, 2) for lin in (self.q, self.k, self.v))
+        att = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1) @ v
+        x = self.ln1(x + self.o(att.transpose(1, 2).reshape(b, t, d)))
+        x = self.ln2(x + self.down(F.gelu(self.up(x))))
+        return self.head(x)
+
+
+def tiny_transformer() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyBlock().eval()
+
+
+def randn(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
