@@ -54,7 +54,7 @@ OUT = ROOT / "bench" / "issue11"
 def training_batches(tok, text: str, n: int, seq: int, batch: int) -> list[tuple]:
     if text == "packed":
         docs = [s for _, s in python_doc_sentences()]
-        ids, mask = pack_tokens(tok, docs[::3], seq, n)
+        ids, mask = pack_tokens(tok, docs, seq, n)
         return [(ids[i:i + batch], mask[i:i + batch]) for i in range(0, n, batch)]
     if text == "default":
         sentences = distillation_sentences(n)
