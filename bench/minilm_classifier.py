@@ -126,7 +126,7 @@ def main() -> None:
     times["QAT s"] = time.perf_counter() - t
     rows["static int8 + smooth, QAT by distillation"], _ = evaluate(qat, test, test_y, float_logits)
 
-    result = {"command": "HF_HUB_OFFLINE=1 .venv/bin/python bench/minilm_classifier.py", "cpu": summary_line(describe_device()),
+    result = {"command": " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python bench/minilm_classifier.py", *sys.argv[1:]]), "cpu": summary_line(describe_device()),
               "task": {"source": "pydoc_data.topics (Python language reference)", "classes": classes,
                        "train": len(train_s), "test": len(test_s), "seq": SEQ},
               "float_finetune": {"epochs": args.epochs, "first_loss": losses[0], "last_loss": losses[-1]},
