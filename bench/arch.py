@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench-arch")
     p.add_argument("--out", type=Path, default=None, help="folder for arch.json / arch.md (default: bench/, "
                                                              "or the workdir with --quick)")
+    p.add_argument("--reuse", action="store_true",
+                   help="only re-time models already built in the workdir (their build.json): a quieter re-run")
     p.add_argument("_child", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:  # internal: build MODEL DIR [quick] | measure DIR
@@ -333,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
         wd.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         common = ["--threads", str(args.threads), "--iters", str(iters), "--warmup", str(args.warmup)]
-        rc = _run_child([*common, *(["--quick"] if args.quick else []), "build", name, str(wd)], wd / "build.log")
+        reused = args.reuse and (wd / "build.json").exists()
+        rc = 0 if reused else _run_child([*common, *(["--quick"] if args.quick else []), "build", name, str(wd)],
+                                         wd / "build.log")
         if rc == 0:
             rc = _run_child([*common, "measure", str(wd)], wd / "measure.log")
         if rc == 0:
@@ -342,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             log = (wd / "measure.log") if (wd / "build.json").exists() else (wd / "build.log")
             tail = " | ".join(ln for ln in log.read_text(errors="replace").splitlines()[-3:] if ln.strip())
             docs.append({"model": name, "error": f"exit {rc}: {tail[-300:]}"})
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s" + (" (build reused)" if reused else ""), flush=True)
     meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     out.mkdir(parents=True, exist_ok=True)
     (out / "arch.json").write_text(json.dumps({**meta, "models": docs}, indent=2, default=str) + "\n")
