@@ -31,6 +31,8 @@ def test_export_writes_artifacts_and_report(exported):
         parity = art["parity"]["vs_quantized_graph"][0]
         assert parity["step"] > 0
         assert parity["max_error_steps"] <= 1.0, f"{fmt}: {parity['max_error_steps']} steps off the quantized graph"
+        runtime = {"pte": "executorch", "onnx": "onnxruntime"}[fmt]
+        assert art["parity"]["reference"] == f"the quantized graph with {runtime}'s integer arithmetic"
         assert art["parity"]["vs_float"][0]["sqnr_db"] > 15, art["parity"]["vs_float"]
     md = (out / "report.md").read_text()
     assert "| `fc1` | linear | yes |" in md and "model.pte" in md
