@@ -33,7 +33,7 @@ def delegate_ops(ep) -> tuple[collections.Counter, collections.Counter]:
             inside.update(str(m.target).split("::")[-1].split("(")[0]
                           for m in lowered.original_module.graph.nodes if m.op == "call_function")
         else:
-            outside[str(n.target).split(":")[0]] += 1
+            outside[getattr(n.target, "__name__", str(n.target))] += 1
     return inside, outside
 
 
