@@ -8,7 +8,7 @@ node (pt2e_int8/decision.py), where `coverage()` reads it back for the user.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -180,14 +180,11 @@ def fused_activation(node: Node) -> Node | None:
     return None
 
 
-def feeds_int8(node: Node) -> bool:
-    """Whether `node`'s result reaches an int8 consumer or a model output.
+def int8_readers(node: Node) -> Iterator[Node]:
+    """The readers of `node`'s result that take it in int8, and the model output if it reads it.
 
-    A result feeding only float ops (a transformer residual into LayerNorm) would be
-    dequantized at once: quantizing it adds a round trip and error, nothing else. Data
-    movement and pooling pass int8 through unchanged, so they are looked through: a residual
-    that is transposed and then normalized still feeds only a float op. A model output ends
-    the int8 path as a final linear's quantized output does.
+    Data movement and pooling pass int8 through unchanged, so they are looked through and
+    their readers count instead; one with an int8 limit of its own counts as neither.
     """
     seen, todo = set(), list(node.users)
     while todo:
@@ -196,15 +193,27 @@ def feeds_int8(node: Node) -> bool:
             continue
         seen.add(user)
         if user.op == "output":
-            return True
+            yield user
+            continue
         if user.op != "call_function" or user.target not in INT8_INPUT_OPS:
             continue
         if user.target in SHARED_QPARAM_OPS:
             if int8_limit(user) is None:  # passes int8 on: its consumers decide
                 todo.extend(user.users)
             continue
-        return True
-    return False
+        yield user
+
+
+def feeds_int8(node: Node) -> bool:
+    """Whether `node`'s result reaches an int8 consumer or a model output.
+
+    A result feeding only float ops (a transformer residual into LayerNorm) would be
+    dequantized at once: quantizing it adds a round trip and error, nothing else. A residual
+    that is transposed and then normalized still feeds only a float op (`int8_readers` looks
+    through data movement). A model output ends the int8 path as a final linear's quantized
+    output does.
+    """
+    return next(int8_readers(node), None) is not None
 
 
 def output_is_quantized(node: Node) -> bool:

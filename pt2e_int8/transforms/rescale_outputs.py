@@ -26,11 +26,11 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from pt2e_int8.annotators.framework import feeds_int8, fused_activation
+from pt2e_int8.annotators.framework import feeds_int8, fused_activation, int8_readers
 from pt2e_int8.calibration_stats import ActivationStats, ChannelStats
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import add_note
-from pt2e_int8.ops import ELEMENTWISE_OPS, INT8_INPUT_OPS, SHARED_QPARAM_OPS, int8_limit
+from pt2e_int8.ops import ELEMENTWISE_OPS
 from pt2e_int8.transforms.graph_edit import (
     constant,
     insert_float_multiply,
@@ -58,22 +58,9 @@ def output_stays_float(node: Node) -> bool:
     consumer or the model output (the transformer residual into LayerNorm does not); any other
     int8-capable reader (a linear, an attention matmul, cat) takes int8.
     """
-    seen, todo = set(), list(node.users)
-    while todo:
-        user = todo.pop()
-        if user in seen:
-            continue
-        seen.add(user)
-        if user.op != "call_function" or user.target not in INT8_INPUT_OPS:
-            continue  # a float op, or the model output (read after the dequantize)
-        if user.target in SHARED_QPARAM_OPS:
-            if int8_limit(user) is None:  # passes int8 on: its readers decide
-                todo.extend(user.users)
-            continue
-        if user.target in ELEMENTWISE_OPS and not feeds_int8(fused_activation(user) or user):
-            continue
-        return False
-    return True
+    return all(reader.op == "output"  # read after the dequantize
+               or (reader.target in ELEMENTWISE_OPS and not feeds_int8(fused_activation(reader) or reader))
+               for reader in int8_readers(node))
 
 
 def choose_output_factors(stats: ChannelStats, cfg: QuantConfig) -> tuple[torch.Tensor, float, float]:

@@ -22,7 +22,7 @@ from pt2e_int8.app.digits import BATCH, DigitsMLP, Split, accuracy, load_digits_
 from pt2e_int8.app.plot import accuracy_latency_plot
 from pt2e_int8.app.progress import Steps
 from pt2e_int8.app.staging import staged_names, staged_output
-from pt2e_int8.app.timing import latency_stats, time_interleaved
+from pt2e_int8.app.timing import default_batch, latency_stats, time_interleaved
 from pt2e_int8.atomic import write_text_atomic
 from pt2e_int8.text_table import text_table
 
@@ -59,13 +59,9 @@ def _count_layers(model: torch.nn.Module) -> int:
     return sum(isinstance(m, torch.nn.Linear) for m in model.modules())
 
 
-def _bench_input(prog, x: torch.Tensor) -> list[torch.Tensor]:
+def _bench_input(prog, path: Path, x: torch.Tensor) -> list[torch.Tensor]:
     """Batch 1, the on-device case; an artifact exported with a static batch gets its own size."""
-    try:
-        prog.run([x[:1]])
-    except Exception:  # noqa: BLE001
-        return [x[:BATCH]]
-    return [x[:1]]
+    return [x[:default_batch(prog, path)]]
 
 
 def _table(rows: list[dict]) -> str:
@@ -111,9 +107,9 @@ def _export_all(variants: dict, example: tuple, stage: Path) -> list[dict]:
     return rows
 
 
-def _bench(rows: list[dict], progs: list, x_test: torch.Tensor, iters: int, warmup: int) -> None:
+def _bench(rows: list[dict], progs: list, paths: list[Path], x_test: torch.Tensor, iters: int, warmup: int) -> None:
     """Batch 1 (the on-device case; the plot's x axis) and a full batch of BATCH, both interleaved."""
-    inputs = [_bench_input(p, x_test) for p in progs]
+    inputs = [_bench_input(p, path, x_test) for p, path in zip(progs, paths, strict=True)]
     samples = time_interleaved([lambda p=p, x=x: p.run(x) for p, x in zip(progs, inputs, strict=True)],
                                iters, warmup)
     for r, ms, x in zip(rows, samples, inputs, strict=True):
@@ -149,7 +145,7 @@ def run(args) -> int:
             for r, prog in zip(rows, progs, strict=True):
                 r["accuracy"] = accuracy(_artifact_logits(prog, stage / r["file"], split.x_test), split.y_test)
         with steps(f"benchmarking ({iters} interleaved iterations at batch 1, {max(1, iters // 3)} at {BATCH})"):
-            _bench(rows, progs, split.x_test, iters, warmup)
+            _bench(rows, progs, [stage / r["file"] for r in rows], split.x_test, iters, warmup)
         table = _table(rows)
         doc = {"dataset": {"name": "sklearn.datasets.load_digits", "train": len(split.x_train),
                            "test": len(split.x_test)},
