@@ -2,7 +2,8 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/minilm_fq_ablation.py
 
-QAT-prepared all-MiniLM-L6-v2 (seq 128, `QuantConfig.qat(smooth=True, observer="minmax")`), calibrated on
+QAT-prepared all-MiniLM-L6-v2 (seq 128, `QuantConfig.qat(smooth=True, observer="minmax")`, `--insert`: with
+`smooth_insert=True`), calibrated on
 the 16 calibration sentences, observers frozen. Prints the held-out cosine with every fake-quantizer on,
 with every activation one off (int8 weights only), and 1 - cosine with one activation fake-quantizer
 on at a time (top 25: the node it reads, its first consumers, its scale and zero point). Writes nothing.
@@ -33,7 +34,7 @@ def main() -> None:
     held = tokenize(tok, HELD_OUT_SENTENCES, 128)
     with torch.no_grad():
         ref = model(*held)
-    cfg = q.QuantConfig.qat(smooth=True, observer="minmax")
+    cfg = q.QuantConfig.qat(smooth=True, observer="minmax", smooth_insert="--insert" in sys.argv)
     pm = q.prepare_qat(copy.deepcopy(model), cal[0], quantizer=q.Int8Quantizer().set_global(cfg), calibration=cal)
     q.calibrate(pm, cal, progress=False)
     q.freeze_observers(q.move_to_eval(pm))

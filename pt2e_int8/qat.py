@@ -83,6 +83,24 @@ def move_to_eval(gm: GraphModule) -> GraphModule:
     return gm
 
 
+def is_training(gm: GraphModule) -> bool:
+    """Whether a prepared graph runs dropout and batch statistics now (only QAT graphs can)."""
+    return bool(getattr(gm, _TRAINING_ATTR, False))
+
+
+@contextlib.contextmanager
+def evaluating(gm: GraphModule):
+    """Run `gm` in eval mode inside the block and give it back in the mode it had."""
+    training = is_training(gm)
+    if training:
+        move_to_eval(gm)
+    try:
+        yield gm
+    finally:
+        if training:
+            move_to_train(gm)
+
+
 def enable_train_eval(gm: GraphModule) -> GraphModule:
     """Make `gm.train()` / `gm.eval()` switch dropout and batch-norm like an eager module."""
 

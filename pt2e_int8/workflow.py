@@ -29,7 +29,7 @@ from pt2e_int8.decision import amend, decision_of
 from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
 from pt2e_int8.errors import CalibrationError, ConfigError
 from pt2e_int8.model_state import require_float, require_prepared
-from pt2e_int8.qat import enable_train_eval, move_to_eval, move_to_train
+from pt2e_int8.qat import enable_train_eval, evaluating, move_to_eval, move_to_train
 from pt2e_int8.quantizer import Int8Quantizer
 from pt2e_int8.transforms import apply_calibrated_transforms
 
@@ -109,6 +109,10 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
               sync: bool | None = None) -> int:
     """Run calibration batches through a prepared model. Returns how many ran (on all ranks).
 
+    A QAT model calibrates in eval mode (dropout off, batch-norm on running statistics: the
+    ranges inference will see; with dropout on they came out random and too wide) and is given
+    back in the mode it had.
+
     Each batch is a tensor or a tuple of tensors (positional inputs). Raises
     CalibrationError naming the batch that has NaN/Inf or does not fit the model.
 
@@ -126,7 +130,7 @@ def calibrate(prepared: GraphModule, batches: Iterable, *, progress: bool | None
     total = len(batches) if hasattr(batches, "__len__") else None
     bar = _Progress("calibrating", total, progress)
     count = 0
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(prepared):
         for index, batch in enumerate(batches):
             args = as_input_tuple(batch)
             _check_samples(args, index)
