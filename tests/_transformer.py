@@ -41,3 +41,23 @@ def tiny_transformer() -> nn.Module:
 
 def randn(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+class NormBlock(nn.Module):
+    """Linear, residual add, LayerNorm, linear: the LayerNorm's float output feeds a static quantize."""
+
+    def __init__(self, d: int = 256) -> None:
+        super().__init__()
+        self.proj, self.ln, self.head = nn.Linear(d, d), nn.LayerNorm(d), nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.head(self.ln(x + self.proj(x)))
+
+
+def norm_block() -> nn.Module:
+    torch.manual_seed(0)
+    block = NormBlock().eval()
+    with torch.no_grad():  # an affine LayerNorm, as trained ones are
+        block.ln.weight.uniform_(0.5, 2.0)
+        block.ln.bias.uniform_(-0.5, 0.5)
+    return block

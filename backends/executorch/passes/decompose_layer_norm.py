@@ -29,6 +29,18 @@ def _last_dim(node: Node) -> int | None:
     return shape[0]
 
 
+def decomposed_dim(node: Node) -> int | None:
+    """D when DecomposeLayerNormPass rewrites `node` (a layer_norm over the last dimension of known
+    size D whose weight and bias, if any, are constants), else None. The reference that models the
+    .pte's LayerNorm (backends/executorch/layer_norm_reference.py) asks the same question."""
+    if node.op != "call_function" or node.target is not aten.layer_norm.default:
+        return None
+    args = list(node.args) + [None] * (5 - len(node.args))
+    if any(a is not None and not is_constant(a) for a in args[2:4]):
+        return None
+    return _last_dim(node)
+
+
 def _add_buffer(gm: GraphModule, base: str, value: torch.Tensor) -> str:
     name, i = base, 0
     while hasattr(gm, name):
@@ -48,14 +60,12 @@ class DecomposeLayerNormPass(PassBase):
         modified = False
         graph = graph_module.graph
         for node in list(graph.nodes):
-            if node.op != "call_function" or node.target is not aten.layer_norm.default:
+            dim = decomposed_dim(node)
+            if dim is None:
                 continue
-            dim = _last_dim(node)
             args = list(node.args) + [None] * (5 - len(node.args))
             x, _, weight, bias, eps = args[:5]
             eps = 1e-5 if eps is None else float(eps)
-            if dim is None or any(a is not None and not is_constant(a) for a in (weight, bias)):
-                continue
             dtype = constant_value(graph_module, weight).dtype if weight is not None else torch.float32
             mean_w = _add_buffer(graph_module, f"_{node.name}_mean", torch.full((1, dim), 1.0 / dim, dtype=dtype))
             eps_t = _add_buffer(graph_module, f"_{node.name}_eps", torch.tensor([eps], dtype=dtype))
