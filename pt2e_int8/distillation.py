@@ -125,6 +125,16 @@ def float_reference(student: GraphModule) -> GraphModule:
     return move_to_eval(reference)
 
 
+def _at(keep: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows of `tensors` at the positions `keep` marks (all of them without a mask)."""
+    if keep is None:
+        return tensors
+    if tuple(keep.shape) != tuple(tensors[0].shape[:keep.dim()]):
+        raise ConfigError(f"distill(hidden_positions=...) gave a mask of shape {tuple(keep.shape)}; the hidden "
+                          f"state has shape {tuple(tensors[0].shape)}: the mask must match its leading dims.")
+    return tuple(t[keep.bool()] for t in tensors)
+
+
 def distill(
     student: GraphModule,
     teacher: torch.nn.Module,
@@ -135,6 +145,7 @@ def distill(
     loss: str | LossFn = "cosine",
     hidden: str | Sequence[str] | None = None,
     hidden_weight: float = 1.0,
+    hidden_positions: Callable[..., torch.Tensor] | None = None,
     freeze_observers_after: int | None = None,
     freeze_bn_after: int | None = None,
     train_mode: bool = False,
@@ -159,6 +170,10 @@ def distill(
             before training: the float model as the student computes it, smoothing included. A
             much denser signal than the final output alone.
         hidden_weight: weight of the hidden-state term against the output loss.
+        hidden_positions: `fn(*inputs) -> bool tensor` of the leading dims of the hidden states
+            (batch, sequence) that count, e.g. `lambda ids, mask: mask.bool()` for padded text:
+            padding positions feed no output, and matching them wastes the steps on them.
+            Default: every position.
         freeze_observers_after, freeze_bn_after: steps after which fake-quant ranges / batch-norm
             statistics stop moving (QATSchedule); freezing ranges for the last part of training
             lets the weights settle on a fixed grid.
@@ -203,8 +218,9 @@ def distill(
             k = len(outs) - n_hidden
             value = sum(loss_fn(o, t) for o, t in zip(outs[:k], target[:k], strict=True))
             if n_hidden:
+                keep = None if hidden_positions is None else hidden_positions(*x)
                 value = value + hidden_weight * sum(
-                    mse_loss(o, t) for o, t in zip(outs[k:], target[k:], strict=True)) / n_hidden
+                    mse_loss(*_at(keep, o, t)) for o, t in zip(outs[k:], target[k:], strict=True)) / n_hidden
             opt.zero_grad()
             value.backward()
             opt.step()
