@@ -61,3 +61,23 @@ def norm_block() -> nn.Module:
         block.ln.weight.uniform_(0.5, 2.0)
         block.ln.bias.uniform_(-0.5, 0.5)
     return block
+
+
+class SoftmaxBlock(nn.Module):
+    """Softmax into a static linear: the float probabilities feed a static quantize, as attention's do."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.head = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.head(torch.softmax(x, dim=-1))
+
+
+def softmax_block() -> nn.Module:
+    torch.manual_seed(0)
+    block = SoftmaxBlock().eval()
+    with torch.no_grad():  # output i is probability i: one int8 level of it moves the output a step
+        block.head.weight.copy_(torch.eye(block.head.in_features))
+        block.head.bias.zero_()
+    return block

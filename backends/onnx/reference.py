@@ -1,13 +1,16 @@
 """The PyTorch model that computes what ONNX Runtime computes for a QDQ file from `export_onnx`.
 
-Two differences from the converted graph, each a one-step flip at a rounding tie, which a
+Three differences from the converted graph, each a one-step flip at a rounding tie, which a
 transformer grows by 2–4× per layer (bench/issue11/steps/GROWTH.md):
 
 - static int8 layers: QGemm / QLinearMatMul / QLinearConv accumulate exactly in int32 and
   requantize once (`pt2e_int8.int8_reference`), where the graph sums dequantized values in fp32;
 - QuantizeLinear divides, `round(x / scale)` (the ONNX operator's definition, and MLAS's kernel),
   where torch's `quantize_per_tensor` multiplies by `1 / scale`; the two round differently about
-  once per 4 million random inputs (XNNPACK multiplies, as torch does).
+  once per 4 million random inputs (XNNPACK multiplies, as torch does);
+- Softmax is ONNX Runtime's own, evaluated on the reference's input (`softmax_reference`): MLAS's
+  exp and sum differ from ATen's in the last bit, and one such bit at a tie put static MiniLM's
+  file 16.38 output steps from a reference with torch's softmax.
 
 Used by `debug_onnx` and bench `reference_steps`; never exported.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule
 
+from backends.onnx.softmax_reference import rewrite_softmaxes
 from pt2e_int8.int8_reference import int8_reference
 
 _qd = torch.ops.quantized_decomposed
@@ -41,7 +45,7 @@ def onnx_reference(gm: GraphModule) -> GraphModule:
     graph = getattr(gm, "graph", None)
     if not isinstance(graph, torch.fx.Graph):
         return gm
-    changed = False
+    changed = rewrite_softmaxes(gm)
     for node in graph.nodes:
         if node.op == "call_function" and node.target == _qd.quantize_per_tensor.default:
             node.target = quantize_by_division
