@@ -164,7 +164,7 @@ def save_reference(ctx: Ctx, qm, artifact: Path) -> None:
     """The PyTorch reference's outputs on the held-out inputs, beside the artifact: the measure step
     reports how far the artifact is from it (`reference_steps`). The reference is the converted graph
     with its int8 layers computed as the artifact's kernels compute them (integer accumulation,
-    per-row dynamic int8 in XNNPACK, ONNX QuantizeLinear's division): the plain graph's fp32 sums flip roundings at ties, which a
+    per-row dynamic int8 in XNNPACK, ONNX QuantizeLinear's division, each runtime's LayerNorm or Softmax): the plain graph's fp32 sums flip roundings at ties, which a
     transformer amplifies to 7–32 output steps (bench/issue11/steps/GROWTH.md)."""
     if artifact.suffix == ".pte":
         from backends.executorch.reference import xnnpack_reference as emulate
