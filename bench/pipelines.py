@@ -263,7 +263,7 @@ register("ours_smooth_pte", "ours int8 static + smooth (outlier handling) .pte",
          models=("minilm",))(_ours_pte("smooth"))
 register("ours_smooth_insert_pte", "ours int8 static + smooth, multiplies inserted (smooth_insert) .pte",
          "executorch", "ours", models=("minilm",))(_ours_pte("smooth_insert"))
-register("ours_smooth_qat_pte", "ours int8 static + smooth, QAT by distillation .pte", "executorch", "ours",
+register("ours_smooth_qat_pte", "ours int8 static + smooth_insert, QAT by distillation .pte", "executorch", "ours",
          models=("minilm",))(_ours_pte("smooth_qat"))
 register("ours_dynamic_dynbatch_pte", "ours int8 dynamic .pte, dynamic batch (export_pte's dynamic_shapes='batch')", "executorch",
          "ours", models=("minilm",))(_ours_pte("dynamic", dynamic_shapes="batch"))
@@ -359,7 +359,7 @@ register("ours_smooth_onnx", "ours int8 static + smooth (outlier handling) ONNX"
          models=("minilm",))(_ours_onnx("smooth"))
 register("ours_smooth_insert_onnx", "ours int8 static + smooth, multiplies inserted (smooth_insert) ONNX",
          "onnxruntime", "ours", models=("minilm",))(_ours_onnx("smooth_insert"))
-register("ours_smooth_qat_onnx", "ours int8 static + smooth, QAT by distillation ONNX", "onnxruntime", "ours",
+register("ours_smooth_qat_onnx", "ours int8 static + smooth_insert, QAT by distillation ONNX", "onnxruntime", "ours",
          needs=("ours_smooth_qat_pte",), models=("minilm",))(_ours_onnx("smooth_qat"))
 # What each choice costs or buys, on the same model: per-tensor dynamic activations (the converted graph's
 # numerics, standard ops only), and target x86-avx2 (uint8 weights: exact on every CPU, U8U8 kernels).

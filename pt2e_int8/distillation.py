@@ -191,6 +191,8 @@ def distill(
         raise ConfigError("distill needs at least one batch and epochs >= 1.")
     inputs = [as_input_tuple(b) for b in batches]
     teacher.eval()
+    # Before the hidden-state view is built: it copies the student's graph, dropout nodes included.
+    (move_to_train if train_mode else move_to_eval)(student)
     n_hidden, forward, reference = 0, student, None
     if hidden is not None:
         names = hidden_nodes(student, hidden)
@@ -204,7 +206,6 @@ def distill(
                 target += [t.detach() for t in _float_tensors(reference(*x))[-n_hidden:]]
             targets.append(target)
     del reference
-    (move_to_train if train_mode else move_to_eval)(student)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = QATSchedule(student, freeze_observers_after=freeze_observers_after, freeze_bn_after=freeze_bn_after)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pt2e_int8 as q
-from pt2e_int8.distillation import float_reference, hidden_nodes, with_outputs
+from pt2e_int8.distillation import float_reference, hidden_nodes, mse_loss, with_outputs
 from pt2e_int8.errors import ConfigError
 from tests.core._helpers import accuracy
 
@@ -126,6 +126,57 @@ def test_distill_with_hidden_states_trains_the_students_weights(encoder):
     # 30x LayerNorm channels the teacher has and the smoothed student divided away.
     assert result.losses[0] < 0.05, result
     assert sum(result.losses[-3:]) < sum(result.losses[:3]), result
+
+
+class DropEncoder(TinyEncoder):
+    """TinyEncoder with dropout after each block's linear, as BERT has."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + self.drop(torch.relu(b["fc"](b["norm"](h))))
+        return self.head(h.mean(1))
+
+
+def test_hidden_states_are_matched_with_dropout_off_on_a_training_student():
+    """prepare_qat hands back a student in train mode; the hidden-state view must be built after distill
+    switches it to eval (it copies the graph, dropout nodes included), or half the student's hidden
+    channels are zeroed against deterministic targets."""
+    torch.manual_seed(0)
+    model, batches = DropEncoder().eval(), _tokens(2)
+    pm = q.prepare_qat(copy.deepcopy(model), batches[0], quantizer=q.Int8Quantizer().set_global(q.QuantConfig.qat()))
+    q.calibrate(pm, batches, progress=False)
+    assert pm.training
+    no_output_loss = lambda s, t: 0 * s.sum()  # noqa: E731
+    first = [q.distill(copy.deepcopy(pm), model, batches[:1], lr=0.0, loss=no_output_loss, hidden="layer_norm")
+             .losses[0] for _ in range(2)]
+    assert first[0] == first[1], "the student ran with dropout on"
+    assert first[0] < 0.05, first
+
+
+def test_hidden_positions_match_only_the_kept_rows(encoder):
+    """Padding feeds no output: `hidden_positions` keeps those rows out of the hidden-state loss."""
+    model, batches = encoder
+    pm = q.freeze_observers(_prepared(model, batches))
+    names = hidden_nodes(pm, "layer_norm")
+    x = batches[0][0]
+    first_two = (torch.arange(x.shape[1]) < 2).expand(x.shape[0], -1)
+    with torch.no_grad():
+        target = with_outputs(float_reference(pm), names)(x)[1:]
+        student = with_outputs(q.move_to_eval(copy.deepcopy(pm)), names)(x)[1:]
+    kept = sum(mse_loss(s[first_two], t[first_two]) for s, t in zip(student, target, strict=True)) / len(names)
+    every = sum(mse_loss(s, t) for s, t in zip(student, target, strict=True)) / len(names)
+    no_output_loss = lambda s, t: 0 * s.sum()  # noqa: E731
+    result = q.distill(copy.deepcopy(pm), model, [(x,)], lr=0.0, loss=no_output_loss, hidden="layer_norm",
+                       hidden_positions=lambda x: first_two)
+    assert result.losses[0] == pytest.approx(kept.item(), rel=1e-5)
+    assert abs(kept.item() - every.item()) > 1e-3 * every.item(), "the test cannot tell the two apart"
+    with pytest.raises(ConfigError, match="hidden_positions"):
+        q.distill(copy.deepcopy(pm), model, [(x,)], hidden="layer_norm", hidden_positions=lambda x: first_two[0])
 
 
 @pytest.mark.parametrize(
