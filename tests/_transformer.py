@@ -81,3 +81,27 @@ def softmax_block() -> nn.Module:
         block.head.weight.copy_(torch.eye(block.head.in_features))
         block.head.bias.zero_()
     return block
+
+
+class LayerNormBlock(nn.Module):
+    """LayerNorm into a static linear: the float normalized values feed a static quantize, as a
+    post-norm encoder's do."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.head(self.norm(x))
+
+
+def layer_norm_block() -> nn.Module:
+    torch.manual_seed(0)
+    block = LayerNormBlock().eval()
+    with torch.no_grad():  # a trained-looking affine; output i is normalized value i
+        block.norm.weight.uniform_(0.5, 1.5)
+        block.norm.bias.uniform_(-0.2, 0.2)
+        block.head.weight.copy_(torch.eye(block.head.in_features))
+        block.head.bias.zero_()
+    return block

@@ -32,34 +32,11 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule
 
+from backends.onnx.single_op import run_single_op
+
 aten = torch.ops.aten
 
-# ONNX Runtime sessions by (rank, axis): the input's dimensions are free, so one session serves
-# every softmax of a model (all-MiniLM-L6-v2: 1 session, not 6).
-_SESSIONS: dict[tuple[int, int], object] = {}
 _SOFTMAX_OPSET = 13  # Softmax's current definition (opset 13+: over one axis)
-
-
-def _session(rank: int, axis: int):
-    key = (rank, axis)
-    session = _SESSIONS.get(key)
-    if session is None:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-
-        from backends.onnx.runtime import session_options
-
-        shape = [f"d{i}" for i in range(rank)]
-        graph = helper.make_graph(
-            [helper.make_node("Softmax", ["x"], ["y"], axis=axis)], "softmax",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _SOFTMAX_OPSET)])
-        model.ir_version = 8
-        session = ort.InferenceSession(model.SerializeToString(), session_options(),
-                                       providers=["CPUExecutionProvider"])
-        _SESSIONS[key] = session
-    return session
 
 
 def ort_softmax(x: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -71,8 +48,7 @@ def ort_softmax(x: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> 
     if x.dtype != torch.float32 or (dtype is not None and dtype != torch.float32) or x.dim() == 0 \
             or x.numel() == 0:
         return aten.softmax.int(x, dim, dtype)
-    axis = dim % x.dim()
-    y = _session(x.dim(), axis).run(None, {"x": x.detach().contiguous().numpy()})[0]
+    y = run_single_op("Softmax", [x.detach().contiguous().numpy()], opset=_SOFTMAX_OPSET, axis=dim % x.dim())
     return torch.from_numpy(y)
 
 
