@@ -11,7 +11,6 @@ when it is right), and writes bench/issue11/steps/ONNX_REFERENCE.md.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
@@ -21,7 +20,9 @@ import pt2e_int8 as q
 from backends.onnx.runtime import load_onnx
 from bench.models import MiniLM, ModelData
 from bench.pipelines import SMOOTH_QAT_GRAPH, STATIC_OBSERVER
+from pt2e_int8.app.device import describe_device, summary_line
 from pt2e_int8.app.minilm import smooth_quantizer
+from pt2e_int8.atomic import write_text_atomic
 
 OUT = Path(__file__).parent / "issue11" / "steps" / "ONNX_REFERENCE.md"
 PIPELINES = ("ours_static", "ours_smooth", "ours_smooth_insert", "ours_smooth_qat")
@@ -67,11 +68,10 @@ def main() -> None:
                  for v in (before, after)]
         rows.append(f"| {name}.onnx | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
-    OUT.write_text(
+    write_text_atomic(OUT,
         "# MiniLM ONNX files vs onnx_reference: torch's LayerNorm or ONNX Runtime's\n\n"
         f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python -m bench.onnx_reference_steps --workdir {args.workdir}`  \n"
-        f"CPU: {platform.processor() or platform.machine()} (`lscpu`: Intel Xeon with AVX-512 VNNI + AMX), "
-        "2 cores; the bench's artifacts (seq 128, 16 held-out sentences); PTQ models re-quantized from the "
+        f"CPU: {summary_line(describe_device())}; the bench's artifacts (seq 128, 16 held-out sentences); PTQ models re-quantized from the "
         "run's calibration data, the QAT graph read from the run.\n\n"
         "Worst output steps over the 16 sentences (bench `reference_steps`), then the sentences off by "
         "≥ 0.005 steps.\n\n"
