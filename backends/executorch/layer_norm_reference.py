@@ -36,6 +36,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from backends.executorch.passes.decompose_layer_norm import decomposed_dim
+from pt2e_int8.transforms.graph_edit import retarget
 
 aten = torch.ops.aten
 
@@ -94,9 +95,4 @@ def xnnpack_layer_norm(x: torch.Tensor, normalized_shape, weight=None, bias=None
 
 def rewrite_layer_norms(gm: GraphModule) -> bool:
     """Point every LayerNorm DecomposeLayerNormPass would decompose at `xnnpack_layer_norm`, in place."""
-    changed = False
-    for node in gm.graph.nodes:
-        if decomposed_dim(node) is not None:
-            node.target = xnnpack_layer_norm
-            changed = True
-    return changed
+    return retarget(gm, lambda node: decomposed_dim(node) is not None, xnnpack_layer_norm)

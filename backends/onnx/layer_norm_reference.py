@@ -32,6 +32,7 @@ import torch
 from torch.fx import GraphModule
 
 from backends.onnx.single_op import run_single_op
+from pt2e_int8.transforms.graph_edit import retarget
 
 aten = torch.ops.aten
 
@@ -62,9 +63,4 @@ def ort_layer_norm(x: torch.Tensor, normalized_shape, weight: torch.Tensor | Non
 def rewrite_layer_norms(gm: GraphModule) -> bool:
     """Point every `aten.layer_norm.default` of `gm` at `ort_layer_norm`, in place (torch.onnx
     writes each as one ONNX LayerNormalization over the same trailing dimensions)."""
-    changed = False
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target == aten.layer_norm.default:
-            node.target = ort_layer_norm
-            changed = True
-    return changed
+    return retarget(gm, lambda node: node.target == aten.layer_norm.default, ort_layer_norm)

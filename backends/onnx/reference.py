@@ -25,6 +25,7 @@ from torch.fx import GraphModule
 from backends.onnx.layer_norm_reference import rewrite_layer_norms
 from backends.onnx.softmax_reference import rewrite_softmaxes
 from pt2e_int8.int8_reference import int8_reference
+from pt2e_int8.transforms.graph_edit import retarget
 
 _qd = torch.ops.quantized_decomposed
 
@@ -50,10 +51,8 @@ def onnx_reference(gm: GraphModule) -> GraphModule:
         return gm
     changed = rewrite_softmaxes(gm)
     changed = rewrite_layer_norms(gm) or changed
-    for node in graph.nodes:
-        if node.op == "call_function" and node.target == _qd.quantize_per_tensor.default:
-            node.target = quantize_by_division
-            changed = True
+    changed = retarget(gm, lambda node: node.target == _qd.quantize_per_tensor.default,
+                       quantize_by_division) or changed
     if changed:
         graph.lint()
         gm.recompile()

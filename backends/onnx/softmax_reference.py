@@ -33,6 +33,7 @@ import torch
 from torch.fx import GraphModule
 
 from backends.onnx.single_op import run_single_op
+from pt2e_int8.transforms.graph_edit import retarget
 
 aten = torch.ops.aten
 
@@ -55,9 +56,4 @@ def ort_softmax(x: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> 
 def rewrite_softmaxes(gm: GraphModule) -> bool:
     """Point every `aten.softmax.int` of `gm` at `ort_softmax`, in place (torch.onnx writes each
     as one ONNX Softmax over the same axis)."""
-    changed = False
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target == aten.softmax.int:
-            node.target = ort_softmax
-            changed = True
-    return changed
+    return retarget(gm, lambda node: node.target == aten.softmax.int, ort_softmax)

@@ -94,6 +94,21 @@ def compare_outputs(reference: list[list[torch.Tensor]], candidate: list[list[to
     return rows
 
 
+def kernel_reference_outputs(backend, module, batches: list[tuple]) -> list[list[torch.Tensor]] | None:
+    """`module`'s outputs on each batch as `backend`'s runtime computes them (`Backend.reference`:
+    exact int32 accumulation, its rounding, its float kernels where they decide ties); None when
+    that reference cannot be built or run (a graph its rewrite does not understand), so the caller
+    measures against the plain converted graph. The plain graph sums in fp32, and near a rounding
+    tie that is one output step that a transformer grows layer by layer (bench/issue11/steps)."""
+    from pt2e_int8.app.modelspec import run_model
+
+    try:
+        kernel_module = backend.reference(module)
+        return [run_model(kernel_module, b, what="the integer reference", fix="") for b in batches]
+    except Exception:  # noqa: BLE001  (any failure: fall back to the plain reference, which ran)
+        return None
+
+
 def format_parity(rows: list[OutputParity]) -> str:
     parts = []
     for r in rows:

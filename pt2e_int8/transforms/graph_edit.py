@@ -1,10 +1,13 @@
-"""Small graph edits the outlier transforms share: read and replace constants, add a constant.
+"""Small graph edits the transforms and references share: read and replace constants, add a
+constant, point calls at another function.
 
 Constants are replaced, never changed in place: the exported GraphModule's parameters may share
 storage with the user's float model, which must come out of `quantize` unchanged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch.fx import GraphModule, Node
@@ -81,6 +84,19 @@ def insert_float_multiply(gm: GraphModule, producer: Node, consumers: list[Node]
     for user in consumers:
         user.replace_input_with(producer, mul)
     return mul
+
+
+def retarget(gm: GraphModule, match: Callable[[Node], bool], replacement: Callable) -> bool:
+    """Point every `call_function` node of `gm` that `match` accepts at `replacement`, in place;
+    whether any was. The caller recompiles (references swap an op for the kernel an artifact runs).
+
+    Example:
+        retarget(gm, lambda n: n.target == aten.softmax.int, ort_softmax)
+    """
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function" and match(n)]
+    for node in nodes:
+        node.target = replacement
+    return bool(nodes)
 
 
 def _owner_and_name(gm: GraphModule, target: str):

@@ -10,7 +10,7 @@ import pt2e_int8 as q
 from backends.registry import backend_of, parse_formats
 from pt2e_int8.app.device import describe_device, isa_features
 from pt2e_int8.app.inputs import check_finite, load_batches
-from pt2e_int8.app.parity import compare_outputs, output_steps
+from pt2e_int8.app.parity import compare_outputs, kernel_reference_outputs, output_steps
 from pt2e_int8.app.staging import staged_output
 from pt2e_int8.errors import CalibrationError, ConfigError, InputFileError
 
@@ -98,6 +98,34 @@ def test_output_steps_and_parity():
     assert row.max_error_steps == pytest.approx(1.0, rel=1e-4)
     dyn = q.quantize(model, (x,), quantizer=q.Int8Quantizer().set_global(q.QuantConfig.dynamic()))
     assert output_steps(dyn) == [None]  # a float output: steps are n/a
+
+
+def test_kernel_reference_outputs_and_its_fallback():
+    """The backend's reference runs on every batch; one it cannot build or run gives None, so
+    `compare` and `export` measure against the plain converted graph instead of failing."""
+
+    class Doubling:
+        @staticmethod
+        def reference(module):
+            return lambda x: module(x) * 2
+
+    class Broken:
+        @staticmethod
+        def reference(module):
+            raise NotImplementedError("a graph the rewrite does not understand")
+
+    class FailsToRun:
+        @staticmethod
+        def reference(module):
+            return lambda x: x @ torch.ones(3, 3)  # wrong shape for the inputs
+
+    model = torch.nn.Linear(8, 4)
+    batches = [(torch.randn(2, 8),), (torch.randn(5, 8),)]
+    outs = kernel_reference_outputs(Doubling, model, batches)
+    assert [o[0].shape for o in outs] == [(2, 4), (5, 4)]
+    torch.testing.assert_close(outs[1][0], model(batches[1][0]).detach() * 2)
+    assert kernel_reference_outputs(Broken, model, batches) is None
+    assert kernel_reference_outputs(FailsToRun, model, batches) is None
 
 
 def test_load_model_from_package_module(tmp_path, monkeypatch):

@@ -16,7 +16,12 @@ from backends.registry import backend_of, check_artifact, load_artifact
 from pt2e_int8.app.artifact_run import run_in_chunks
 from pt2e_int8.app.inputs import load_batches
 from pt2e_int8.app.modelspec import load_model, model_file_of, run_model
-from pt2e_int8.app.parity import OutputParity, compare_outputs, output_steps
+from pt2e_int8.app.parity import (
+    OutputParity,
+    compare_outputs,
+    kernel_reference_outputs,
+    output_steps,
+)
 from pt2e_int8.app.paths import check_not_inputs, check_output_file, write_output_file
 from pt2e_int8.app.probe import probe_artifacts
 from pt2e_int8.errors import ConfigError, InputFileError
@@ -50,17 +55,6 @@ def _reference_outputs(module, batches: list[tuple], name: str) -> list:
                       fix="Pass --inputs the reference accepts: the dtypes, shapes and value ranges (indices "
                           "within their tables) the artifacts were exported for.")
             for i, b in enumerate(batches)]
-
-
-def _kernel_reference_outputs(backend, module, batches: list[tuple], name: str) -> list | None:
-    """The converted reference as `backend`'s runtime computes it (exact int32 accumulation, its
-    rounding): a converted graph sums in fp32, and near a rounding tie that is one output step
-    that a transformer grows layer by layer (bench/issue11/steps). None if it cannot be built."""
-    try:
-        kernel_module = backend.reference(module)
-    except Exception:  # noqa: BLE001  (a graph the rewrite does not understand: the plain reference)
-        return None
-    return _reference_outputs(kernel_module, batches, name)
 
 
 def _check_paths(args) -> None:
@@ -101,7 +95,7 @@ def run(args) -> int:
         if reference.converted:
             backend = backend_of(path)
             if backend.name not in kernel_refs:
-                kernel_refs[backend.name] = _kernel_reference_outputs(backend, module, batches, args.reference)
+                kernel_refs[backend.name] = kernel_reference_outputs(backend, module, batches)
             if kernel_refs[backend.name] is not None:
                 want, measured_against[path] = kernel_refs[backend.name], f"the reference with {backend.runtime}'s integer arithmetic"
         try:

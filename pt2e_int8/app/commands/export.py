@@ -25,7 +25,12 @@ from pt2e_int8.app import speed_check
 from pt2e_int8.app.device import runtime_versions
 from pt2e_int8.app.inputs import check_finite, load_batches
 from pt2e_int8.app.modelspec import LoadedModel, load_model, model_file_of, run_model
-from pt2e_int8.app.parity import compare_outputs, format_parity, output_steps
+from pt2e_int8.app.parity import (
+    compare_outputs,
+    format_parity,
+    kernel_reference_outputs,
+    output_steps,
+)
 from pt2e_int8.app.paths import check_not_inputs
 from pt2e_int8.app.progress import Steps
 from pt2e_int8.app.report import build_report, to_json, to_markdown
@@ -137,16 +142,12 @@ def export_options(fmt: str, args) -> dict:
 
 
 def _kernel_reference(backend, qm, example: tuple, quantized_ref: list) -> tuple[list, str]:
-    """The quantized graph's outputs as `backend`'s runtime computes them (exact int32 accumulation,
-    its rounding: `Backend.reference`), and which reference that is; the graph's own fp32 outputs
-    when that cannot be built or run. The fp32 sums flip a rounding tie now and then, which a
-    transformer grows to tens of output steps (bench/issue11/steps)."""
-    try:
-        with torch.no_grad():
-            out = run_model(backend.reference(qm), example, what="the integer reference", fix="")
-    except Exception:  # noqa: BLE001  (a graph the rewrite does not understand: the plain graph)
+    """The reference `backend`'s artifact is measured against, and what it is: the quantized graph
+    computing as its runtime does, or the graph's own fp32 outputs when that cannot be built."""
+    kernel_ref = kernel_reference_outputs(backend, qm, [example])
+    if kernel_ref is None:
         return quantized_ref, "the quantized graph (fp32 sums)"
-    return out, f"the quantized graph with {backend.runtime}'s integer arithmetic"
+    return kernel_ref[0], f"the quantized graph with {backend.runtime}'s integer arithmetic"
 
 
 def _parity(path: Path, example: tuple, quantized_ref, float_ref, steps_per_output,
