@@ -53,6 +53,7 @@ _EXPORTS = {
     "QATSchedule": "pt2e_int8.qat",
     "freeze_bn_stats": "pt2e_int8.qat",
     "freeze_observers": "pt2e_int8.qat",
+    "learn_ranges": "pt2e_int8.qat",
     "move_to_eval": "pt2e_int8.qat",
     "move_to_train": "pt2e_int8.qat",
     "load_qat_checkpoint": "pt2e_int8.qat_checkpoint",
@@ -96,6 +97,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         QATSchedule,
         freeze_bn_stats,
         freeze_observers,
+        learn_ranges,
         move_to_eval,
         move_to_train,
     )

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx import GraphModule
 from torchao.quantization.pt2e import disable_fake_quant, disable_observer
+from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
 
 from pt2e_int8.capture import as_input_tuple
 from pt2e_int8.errors import ConfigError
@@ -135,6 +136,21 @@ def _at(keep: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor
     return tuple(t[keep.bool()] for t in tensors)
 
 
+# Learning-rate factor at step `i` of `n` (0-based).
+_LR_DECAYS: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda i, n: 1.0,
+    "cosine": lambda i, n: 0.5 * (1.0 + math.cos(math.pi * i / n)),
+}
+
+
+def _check_learned_scales(learned: list, step: int) -> None:
+    """A learned activation scale that an optimizer step took to 0 or below quantizes nothing: say so."""
+    for module in learned:
+        if not bool((module.scale > 0).all()):
+            raise FloatingPointError(f"a learned activation scale became {module.scale.min().item():.3g} at step {step}: "
+                                     "lower lr (learn_ranges moves scales by about lr per step).")
+
+
 def distill(
     student: GraphModule,
     teacher: torch.nn.Module,
@@ -142,6 +158,7 @@ def distill(
     *,
     epochs: int = 1,
     lr: float = 1e-5,
+    lr_decay: str = "constant",
     loss: str | LossFn = "cosine",
     hidden: str | Sequence[str] | None = None,
     hidden_weight: float = 1.0,
@@ -160,6 +177,8 @@ def distill(
             outputs are computed once and reused across epochs.
         epochs: passes over `batches`.
         lr: AdamW learning rate; fine-tuning a pretrained transformer wants 1e-5 .. 5e-5.
+        lr_decay: "constant" (default) or "cosine": from `lr` down to 0 over all the steps, so the
+            last steps settle the weights instead of moving them at full step size.
         loss: "cosine" (1 - cosine + relative MSE, for embeddings), "mse" (relative MSE, for
             logits or hidden states), or `fn(student_out, teacher_out) -> scalar`; applied to
             every floating-point output and summed.
@@ -187,6 +206,8 @@ def distill(
     loss_fn = LOSSES.get(loss) if isinstance(loss, str) else loss
     if loss_fn is None:
         raise ConfigError(f"distill(loss={loss!r}) is not one of {sorted(LOSSES)} or a callable (student, teacher).")
+    if lr_decay not in _LR_DECAYS:
+        raise ConfigError(f"distill(lr_decay={lr_decay!r}) is not one of {sorted(_LR_DECAYS)}.")
     if epochs < 1 or not batches:
         raise ConfigError("distill needs at least one batch and epochs >= 1.")
     inputs = [as_input_tuple(b) for b in batches]
@@ -208,6 +229,9 @@ def distill(
     del reference
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    learned = [m for m in student.modules() if isinstance(m, LearnableFakeQuantize) and m.learning_enabled[0]]
+    lr_at = _LR_DECAYS[lr_decay]
+    total = epochs * len(inputs)
     schedule = QATSchedule(student, freeze_observers_after=freeze_observers_after, freeze_bn_after=freeze_bn_after)
     result = DistillResult()
     for _ in range(epochs):
@@ -224,7 +248,10 @@ def distill(
                     mse_loss(*_at(keep, o, t)) for o, t in zip(outs[k:], target[k:], strict=True)) / n_hidden
             opt.zero_grad()
             value.backward()
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_at(result.steps, total)
             opt.step()
+            _check_learned_scales(learned, result.steps)
             schedule.step()
             result.losses.append(value.item())
             if not math.isfinite(result.losses[-1]):

@@ -15,8 +15,10 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.fx import GraphModule
 from torchao.quantization.pt2e import disable_observer, enable_observer
+from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
 
 from pt2e_int8.compat.torchao import replace_dropout
+from pt2e_int8.errors import ConfigError
 
 aten = torch.ops.aten
 
@@ -117,6 +119,20 @@ def freeze_observers(gm: GraphModule, frozen: bool = True) -> GraphModule:
     """Stop (or restart) updating fake-quant ranges; fake-quantization itself continues."""
     gm.apply(disable_observer if frozen else enable_observer)
     return gm
+
+
+def learn_ranges(gm: GraphModule) -> int:
+    """Start training the activation ranges of a `QuantConfig.qat(learn_ranges=True)` model: their
+    observers stop and each scale and zero point becomes a trainable parameter, from the value
+    calibration gave it. Call after `calibrate` and before the optimizer is built (`distill`
+    builds its own). Returns how many ranges train; 0 when the config did not ask for them."""
+    learnable = [m for m in gm.modules() if isinstance(m, LearnableFakeQuantize)]
+    for module in learnable:
+        if module.scale is None:
+            raise ConfigError("learn_ranges: an activation range has never been observed; run calibrate(pm, "
+                              "batches) first, so the ranges start where PTQ puts them.")
+        module.enable_range_learning()
+    return len(learnable)
 
 
 def bn_stats_frozen(gm: GraphModule) -> bool:

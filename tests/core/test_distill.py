@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
 
 import pt2e_int8 as q
 from pt2e_int8.distillation import float_reference, hidden_nodes, mse_loss, with_outputs
@@ -179,10 +180,51 @@ def test_hidden_positions_match_only_the_kept_rows(encoder):
         q.distill(copy.deepcopy(pm), model, [(x,)], hidden="layer_norm", hidden_positions=lambda x: first_two[0])
 
 
+@pytest.mark.parametrize(("lr_decay", "low", "high"), [("constant", 0.2, 5.0), ("cosine", 0.0, 0.05)])
+def test_lr_decay_shrinks_the_last_updates(encoder, lr_decay, low, high):
+    """"cosine" takes the step size from lr to ~0 over the run (the last of 12 steps at 1.7 % of lr),
+    so the last weight update is a small fraction of the first; "constant" keeps them alike."""
+    model, batches = encoder
+    pm = q.freeze_observers(_prepared(model, batches))
+    weight = next(p for k, p in pm.named_parameters() if k.endswith("fc.weight"))
+    seen = [weight.detach().clone()]
+    q.distill(pm, model, batches, epochs=2, lr=1e-3, loss="mse", lr_decay=lr_decay,
+              on_step=lambda step, loss: seen.append(weight.detach().clone()))
+    updates = [(b - a).norm().item() for a, b in zip(seen[:-1], seen[1:], strict=True)]
+    assert len(updates) == 12 and updates[0] > 0
+    assert low <= updates[-1] / updates[0] <= high, updates
+
+
+def test_learned_ranges_train_and_are_the_ones_converted(encoder):
+    """`learn_ranges`: activation scales start from calibration, move under distillation, and the
+    converted model quantizes with the learned values, not the observer's (which stopped at the
+    calibrated range)."""
+    model, batches = encoder
+    cfg = q.QuantConfig.qat(observer="minmax", learn_ranges=True)
+    pm = q.prepare_qat(copy.deepcopy(model), batches[0], quantizer=q.Int8Quantizer().set_global(cfg))
+    with pytest.raises(ConfigError, match="calibrate"):
+        q.learn_ranges(copy.deepcopy(pm))
+    q.calibrate(pm, batches, progress=False)
+    learnable = [m for m in pm.modules() if isinstance(m, LearnableFakeQuantize)]
+    calibrated = [m.scale.item() for m in learnable]
+    assert q.learn_ranges(pm) == len(learnable) > 0
+    q.distill(pm, model, batches, epochs=4, lr=1e-3, loss="mse")
+    learned = [m.scale.item() for m in learnable]
+    assert max(abs(a / b - 1) for a, b in zip(learned, calibrated, strict=True)) > 0.01, (calibrated, learned)
+    observed = [m.activation_post_process.calculate_qparams()[0].item() for m in learnable]
+    assert observed == pytest.approx(calibrated), "the observers stopped when the ranges started to learn"
+    converted = {float(n.args[1]) for n in q.convert(pm).graph.nodes
+                 if n.op == "call_function" and "quantize_per_tensor" in str(n.target)}
+    assert all(any(abs(c - s) <= 1e-6 * s for c in converted) for s in learned), (learned, converted)
+    assert q.learn_ranges(_prepared(model, batches)) == 0  # a config that did not ask: nothing learns
+    with pytest.raises(ConfigError, match="learn_ranges"):
+        q.QuantConfig.static(learn_ranges=True)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"loss": "kl"}, "is not one of"), ({"hidden": ["no_such_node"]}, "no_such_node"), ({"epochs": 0}, "epochs")],
-    ids=["loss", "hidden", "epochs"],
+    [({"loss": "kl"}, "is not one of"), ({"lr_decay": "linear"}, "lr_decay"), ({"hidden": ["no_such_node"]}, "no_such_node"), ({"epochs": 0}, "epochs")],
+    ids=["loss", "lr_decay", "hidden", "epochs"],
 )
 def test_distill_rejects(encoder, kwargs, message):
     model, batches = encoder

@@ -1,7 +1,12 @@
 """Text made here: the Python-reference topic task (bench/minilm_classifier.py) and the distillation text."""
 
 from pt2e_int8.app.minilm import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, distillation_sentences
-from pt2e_int8.app.text import TOPIC_CLASSES, topic_task
+from pt2e_int8.app.text import (
+    TOPIC_CLASSES,
+    encyclopedic_sentences,
+    generated_sentences,
+    topic_task,
+)
 
 
 def test_topic_task_split_is_deterministic_disjoint_and_covers_every_class():
@@ -23,3 +28,17 @@ def test_distillation_text_never_holds_the_held_out_sentences():
     assert len(text) > 400
     assert not text & set(HELD_OUT_SENTENCES)
     assert not text & set(CALIBRATION_SENTENCES)
+
+
+def test_encyclopedic_sentences_are_seeded_plain_sentences_with_a_broad_vocabulary():
+    text = encyclopedic_sentences(300, seed=0)
+    assert text == encyclopedic_sentences(300, seed=0) and text != encyclopedic_sentences(300, seed=1)
+    assert len(text) == 300
+    for sentence in text:
+        words = sentence.split()
+        assert 6 <= len(words) <= 30 and sentence[0].isupper() and sentence.endswith("."), sentence
+        assert not set(sentence) & set("<>[]{}|=\"#*_"), sentence
+    vocabulary = {w.strip(".,;:").lower() for s in text for w in s.split()}
+    generated = {w.strip(".,;:").lower() for s in generated_sentences(300) for w in s.split()}
+    assert len(vocabulary) > 5 * len(generated), (len(vocabulary), len(generated))  # the breadth it is for
+    assert not set(text) & (set(HELD_OUT_SENTENCES) | set(CALIBRATION_SENTENCES))
