@@ -221,6 +221,18 @@ def test_learned_ranges_train_and_are_the_ones_converted(encoder):
         q.QuantConfig.static(learn_ranges=True)
 
 
+def test_a_learned_scale_driven_to_zero_stops_distill(encoder):
+    """Adam moves every learned scale by about lr per step: at lr 0.05 the 0.01-sized activation
+    scales cross zero within a few steps, and distill must stop there, not convert nonsense."""
+    model, batches = encoder
+    cfg = q.QuantConfig.qat(observer="minmax", learn_ranges=True)
+    pm = q.prepare_qat(copy.deepcopy(model), batches[0], quantizer=q.Int8Quantizer().set_global(cfg))
+    q.calibrate(pm, batches, progress=False)
+    q.learn_ranges(pm)
+    with pytest.raises(FloatingPointError, match="learned activation scale became .* lower lr"):
+        q.distill(pm, model, batches, epochs=20, lr=0.05, loss="mse")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"loss": "kl"}, "is not one of"), ({"lr_decay": "linear"}, "lr_decay"), ({"hidden": ["no_such_node"]}, "no_such_node"), ({"epochs": 0}, "epochs")],
