@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.backends.xnnpack.utils.configs import get_transform_passes
 from executorch.exir import EdgeProgramManager, to_edge_transform_and_lower
 from torch.export import Dim, ExportedProgram
 from torch.fx import GraphModule
@@ -117,7 +118,9 @@ def _lower(gm: GraphModule, args: tuple, delegate: Delegate, dynamic_shapes, max
     partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
     with collect_rejections() as rejections:
         try:
-            edge = to_edge_transform_and_lower(ep, partitioner=partitioner)
+            # ExecuTorch's XNNPACK transform passes: the no-op expand_copy to_edge gives every
+            # 4-D matmul would otherwise cut the delegate at each attention matmul.
+            edge = to_edge_transform_and_lower(ep, transform_passes=get_transform_passes(), partitioner=partitioner)
         except Exception as e:
             raise LoweringError(
                 f"to_edge_transform_and_lower ({delegate}) failed: {type(e).__name__}: {e}"

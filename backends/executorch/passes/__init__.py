@@ -10,7 +10,6 @@ from backends.executorch.passes.flatten_to_view import ReplaceSymbolicReshapePas
 from backends.executorch.passes.fold_bias_dequant import FoldBiasDequantPass
 from backends.executorch.passes.fold_weight_only_dequant import FoldWeightOnlyDequantPass
 from backends.executorch.passes.manager import PassManager
-from backends.executorch.passes.matmul_to_bmm import ReplaceMatmulWithBmmPass
 from backends.executorch.passes.select_to_slice import ReplaceSelectWithSlicePass
 from backends.executorch.passes.split_to_slices import ReplaceSplitWithSlicesPass
 from pt2e_int8.transforms.decompose_recurrent import DecomposeRecurrentPass
@@ -29,7 +28,6 @@ def xnnpack_passes() -> list:
         ReplaceSelectWithSlicePass(),
         ReplaceSymbolicReshapePass(),
         DecomposeLayerNormPass(),
-        ReplaceMatmulWithBmmPass(),
     ]
 
 
@@ -45,7 +43,6 @@ __all__ = [
     "FoldBiasDequantPass",
     "FoldWeightOnlyDequantPass",
     "PassManager",
-    "ReplaceMatmulWithBmmPass",
     "ReplaceSelectWithSlicePass",
     "ReplaceSplitWithSlicesPass",
     "ReplaceSymbolicReshapePass",
