@@ -23,7 +23,7 @@ from pt2e_int8.bias_grid import snap_bias_to_int32_grid
 from pt2e_int8.calibration_check import check_observed_ranges
 from pt2e_int8.calibration_stats import collect_activation_stats
 from pt2e_int8.capture import as_input_tuple, describe_inputs, export_model
-from pt2e_int8.compat.torchao import fold_only_present_conv_kinds
+from pt2e_int8.compat.torchao import convert_with_trained_qparams, fold_only_present_conv_kinds
 from pt2e_int8.config import QuantConfig
 from pt2e_int8.decision import amend, decision_of
 from pt2e_int8.distributed import is_distributed, sync_observers, warn_if_unsynced
@@ -315,7 +315,7 @@ def convert(prepared: GraphModule) -> GraphModule:
     warn_if_unsynced(prepared)
     move_to_eval(prepared)
     _mark_unobserved(prepared)
-    with fold_only_present_conv_kinds():
+    with fold_only_present_conv_kinds(), convert_with_trained_qparams(prepared):
         converted = convert_pt2e(prepared)
     snap_bias_to_int32_grid(converted)
     return converted

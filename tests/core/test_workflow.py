@@ -255,7 +255,7 @@ def test_fast_conv_bn_fold_matches_torchao_convert():
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from pt2e_int8.bias_grid import snap_bias_to_int32_grid
-    from pt2e_int8.compat.torchao import conv_bn_fold_patched
+    from pt2e_int8.compat.torchao import conv_bn_fold_patched, convert_with_trained_qparams
 
     torch.manual_seed(0)
     x = torch.randn(8, 1, 8, 8)
@@ -265,7 +265,50 @@ def test_fast_conv_bn_fold_matches_torchao_convert():
     reference_pm = copy.deepcopy(pm)
     ours = q.convert(pm)
     assert not conv_bn_fold_patched()  # the wrapper is undone after convert
-    reference = convert_pt2e(reference_pm)
+    with convert_with_trained_qparams(reference_pm):  # see the next test
+        reference = convert_pt2e(reference_pm)
     snap_bias_to_int32_grid(reference)  # convert's own last step, after the fold
     assert torch.equal(ours(x), reference(x))
     assert [n.target for n in ours.graph.nodes] == [n.target for n in reference.graph.nodes]
+
+
+def _weight_operands(gm, x) -> list[torch.Tensor]:
+    """The float weight each linear computes with (after its fake-quant or dequantize)."""
+    linears = {n.args[1] for n in gm.graph.nodes if n.target is torch.ops.aten.linear.default}
+    seen = []
+
+    class Capture(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n in linears:
+                seen.append(out.detach())
+            return out
+
+    with torch.no_grad():
+        Capture(gm).run(x)
+    return seen
+
+
+def test_convert_rounds_weights_on_the_grid_qat_trained_them_on():
+    """torchao's QAT fake-quant (FusedMovingAvgObsFakeQuantize) rounds weights with ATen's
+    qparams, which for the symmetric [-127, 127] range divide by 126.5, while convert_pt2e asks
+    its observer, which divides by 127: every trained weight was rounded anew at convert."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 32)
+    pm = q.prepare_qat(nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)), (x,))
+    q.calibrate(pm, [(x,), (torch.randn(16, 32),)], progress=False)
+    q.freeze_observers(pm)
+    opt = torch.optim.SGD(pm.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = pm(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    q.move_to_eval(pm)
+    trained = _weight_operands(pm, x)
+    qm = q.convert(pm)
+    converted = _weight_operands(qm, x)
+    assert len(trained) == len(converted) == 2
+    for a, b in zip(trained, converted, strict=True):
+        assert torch.equal(a, b), f"{int((a != b).sum())} of {a.numel()} weights rounded differently"
+    assert not any("calculate_qparams" in vars(m) for m in pm.modules())  # the override is undone
