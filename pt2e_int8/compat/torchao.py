@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -102,20 +103,23 @@ def conv_bn_fold_patched() -> bool:
 
 @contextlib.contextmanager
 def convert_with_trained_qparams(prepared: torch.nn.Module):
-    """During `convert_pt2e`, quantize with the scale and zero point the fake-quant forward used.
+    """During `convert_pt2e`, quantize on the grid the fake-quant forward uses.
 
     `convert_pt2e` asks each fake-quant module for `calculate_qparams()`, which
     `FusedMovingAvgObsFakeQuantize` (torchao's QAT default) answers from its observer. Its
-    forward instead fake-quantizes with buffers the fused kernel computed with ATen's
-    `ChooseQuantizationParams`, and for symmetric ranges such as [-127, 127] the two differ: the
-    kernel divides by 126.5 where the observer divides by 127. Training then fits the weights to
-    one grid and convert rounds them on another, 0.39 % coarser or finer in every channel.
-    all-MiniLM-L6-v2's static QAT lost 0.0001-0.0003 cosine in converting because of it.
+    forward instead fake-quantizes with qparams ATen's fused kernel derives from the same
+    statistics (`ChooseQuantizationParams`), and for symmetric ranges such as [-127, 127] the two
+    differ: the kernel divides by 126.5 where the observer divides by 127. Training then fits the
+    weights to one grid and convert rounded them on another, 0.39 % apart in every channel;
+    all-MiniLM-L6-v2's static QAT lost 0.0001-0.0003 cosine in converting.
+
+    The qparams are recomputed by that kernel from the observer's statistics (not read from the
+    module's buffers), so ranks whose statistics `sync_observers` merged convert identically.
     """
     patched = []
     for module in prepared.modules():
         if isinstance(module, FusedMovingAvgObsFakeQuantize) and _has_observed(module):
-            module.calculate_qparams = _buffers_of(module)
+            module.calculate_qparams = functools.partial(kernel_qparams, module)
             patched.append(module)
     try:
         yield
@@ -126,10 +130,21 @@ def convert_with_trained_qparams(prepared: torch.nn.Module):
 
 def _has_observed(module: FusedMovingAvgObsFakeQuantize) -> bool:
     min_val = getattr(module.activation_post_process, "min_val", None)
-    return isinstance(min_val, torch.Tensor) and min_val.numel() > 0 and not torch.isinf(min_val).all()
+    return isinstance(min_val, torch.Tensor) and min_val.numel() > 0 and bool(torch.isfinite(min_val).all())
 
 
-def _buffers_of(module: FusedMovingAvgObsFakeQuantize):
-    def calculate_qparams() -> tuple[torch.Tensor, torch.Tensor]:
-        return module.scale.detach().clone(), module.zero_point.detach().to(torch.int64)
-    return calculate_qparams
+def kernel_qparams(module: FusedMovingAvgObsFakeQuantize) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero point) as `module`'s forward computes them from its observer's statistics.
+
+    Runs the fused kernel itself on copies, with the observer on and an averaging constant of 0
+    (the statistics stay as they are), so the formula cannot drift from the one training used.
+    """
+    obs = module.activation_post_process
+    lo, hi = obs.min_val.detach().clone(), obs.max_val.detach().clone()
+    scale, zero_point = module.scale.detach().clone(), module.zero_point.detach().clone()
+    shape = [1] * max(module.ch_axis, 0) + [lo.numel(), 1]  # channels on ch_axis, and one more dim
+    on, off = torch.ones(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    torch.fused_moving_avg_obs_fake_quant(
+        torch.zeros(shape, dtype=lo.dtype, device=lo.device), on, off, lo, hi, scale, zero_point, 0.0,
+        obs.quant_min, obs.quant_max, module.ch_axis, module.is_per_channel, module.is_symmetric_quant)
+    return scale, zero_point.to(torch.int64)
