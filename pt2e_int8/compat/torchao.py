@@ -137,14 +137,15 @@ def kernel_qparams(module: FusedMovingAvgObsFakeQuantize) -> tuple[torch.Tensor,
     """(scale, zero point) as `module`'s forward computes them from its observer's statistics.
 
     Runs the fused kernel itself on copies, with the observer on and an averaging constant of 0
-    (the statistics stay as they are), so the formula cannot drift from the one training used.
+    (the statistics stay as they are), so the formula cannot drift from the one training used;
+    the zeros it fake-quantizes on the way are thrown away.
     """
     obs = module.activation_post_process
     lo, hi = obs.min_val.detach().clone(), obs.max_val.detach().clone()
     scale, zero_point = module.scale.detach().clone(), module.zero_point.detach().clone()
     shape = [1] * max(module.ch_axis, 0) + [lo.numel(), 1]  # channels on ch_axis, and one more dim
-    on, off = torch.ones(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    on = torch.ones(1, dtype=torch.long)  # qparams are chosen only when fake-quant is on, too
     torch.fused_moving_avg_obs_fake_quant(
-        torch.zeros(shape, dtype=lo.dtype, device=lo.device), on, off, lo, hi, scale, zero_point, 0.0,
+        torch.zeros(shape, dtype=lo.dtype, device=lo.device), on, on, lo, hi, scale, zero_point, 0.0,
         obs.quant_min, obs.quant_max, module.ch_axis, module.is_per_channel, module.is_symmetric_quant)
     return scale, zero_point.to(torch.int64)

@@ -312,3 +312,26 @@ def test_convert_rounds_weights_on_the_grid_qat_trained_them_on():
     for a, b in zip(trained, converted, strict=True):
         assert torch.equal(a, b), f"{int((a != b).sum())} of {a.numel()} weights rounded differently"
     assert not any("calculate_qparams" in vars(m) for m in pm.modules())  # the override is undone
+
+
+def test_convert_takes_the_grid_from_the_statistics_not_stale_buffers():
+    """After sync_observers merges statistics over ranks, each rank's fake-quant buffers still hold
+    its own last qparams: convert must derive them from the merged statistics so ranks agree."""
+    from torchao.quantization.pt2e.fake_quantize import FusedMovingAvgObsFakeQuantize
+
+    from pt2e_int8.compat.torchao import kernel_qparams
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 32)
+    pm = q.prepare_qat(nn.Sequential(nn.Linear(32, 4)), (x,))
+    q.calibrate(pm, [(x,)], progress=False)
+    fq = next(m for m in pm.modules() if isinstance(m, FusedMovingAvgObsFakeQuantize) and m.is_per_channel)
+    stale = fq.scale.clone()
+    with torch.no_grad():  # as if another rank had seen weights twice as wide
+        fq.activation_post_process.min_val.mul_(2)
+        fq.activation_post_process.max_val.mul_(2)
+    merged, _ = kernel_qparams(fq)
+    assert torch.allclose(merged, 2 * stale)
+    qm = q.convert(pm)
+    dq = next(n for n in qm.graph.nodes if n.target is torch.ops.quantized_decomposed.dequantize_per_channel.default)
+    assert torch.equal(getattr(qm, dq.args[1].target), merged)
