@@ -78,7 +78,6 @@ class BenchModel:
 class MiniLM(BenchModel):
     name, metric = "minilm", "cosine"
     CAL_BATCH = 4
-    DISTILL_SENTENCES, DISTILL_EPOCHS = 9600, 2
 
     @staticmethod
     def _shape(quick: bool) -> tuple[int, int | None]:
@@ -115,9 +114,8 @@ class MiniLM(BenchModel):
         seq, layers = self._shape(quick)
         tok, _ = load_minilm(layers)
         torch.manual_seed(0)
-        sentences = distillation_sentences(16 if quick else self.DISTILL_SENTENCES)
-        return static_qat(model, tok, data.calibration, seq, sentences=sentences, epochs=1 if quick else
-                          self.DISTILL_EPOCHS)
+        smoke = {"sentences": distillation_sentences(16), "epochs": 1} if quick else {}  # else the recipe's defaults
+        return static_qat(model, tok, data.calibration, seq, **smoke)
 
 
 class _Digits(BenchModel):

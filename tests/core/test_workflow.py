@@ -29,15 +29,20 @@ class Tiny(nn.Module):
         return self.fc(x)
 
 
+def _train(pm, x, lr: float, steps: int = 3):
+    """A few SGD steps on a QAT-prepared model (the loss only has to move the weights)."""
+    opt = torch.optim.SGD(pm.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = pm(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def _quantize(model, x, scheme):
     if scheme == "qat":
         pm = q.prepare_qat(model, (x,))
-        opt = torch.optim.SGD(pm.parameters(), lr=1e-3)
-        for _ in range(3):
-            loss = pm(x).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        _train(pm, x, lr=1e-3)
         return q.convert(pm)
     cfg = {"static": q.QuantConfig.static(), "dynamic": q.QuantConfig.dynamic()}[scheme]
     return q.quantize(model, (x,), calibration=[(x,)], quantizer=q.Int8Quantizer().set_global(cfg))
@@ -298,12 +303,7 @@ def test_convert_rounds_weights_on_the_grid_qat_trained_them_on():
     pm = q.prepare_qat(nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)), (x,))
     q.calibrate(pm, [(x,), (torch.randn(16, 32),)], progress=False)
     q.freeze_observers(pm)
-    opt = torch.optim.SGD(pm.parameters(), lr=1e-2)
-    for _ in range(3):
-        loss = pm(x).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train(pm, x, lr=1e-2)
     q.move_to_eval(pm)
     trained = _weight_operands(pm, x)
     qm = q.convert(pm)

@@ -163,7 +163,7 @@ def test_decomposed_layer_norm_is_exact_in_float():
 def test_attention_lowers_into_one_delegate(attention_gm, traced, tmp_path):
     """to_edge decomposes each 4-D attention matmul into a same-shape expand_copy per operand,
     which XNNPACK has no config for: ExecuTorch's RemoveNoopExpandCopyPass must drop them, or
-    every matmul cuts the delegate (MiniLM: 14 delegate calls instead of 3, 24 copies), also
+    every matmul cuts the delegate (MiniLM: 14 delegate calls instead of 2, 24 copies), also
     when the graph was quantized with a dynamic batch (the default)."""
     from backends.executorch import export_pte
     from backends.executorch.runtime import load_pte
