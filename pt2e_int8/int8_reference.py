@@ -18,7 +18,9 @@ This module builds that reference; it is never lowered (the backends pattern-mat
 converted graph's dq → layer → q). The accumulation runs in float64 on integer values, exact
 below 2**53; the requantization follows the kernels: fp32(acc) × fp32(fp32(sx·sw) / sy), rounded
 half to even, clamped to the output range. Layers whose operands are not statically quantized,
-or whose result is not quantized per tensor (a float output, a dynamic layer), are left alone.
+or whose result is not quantized per tensor (a float output, a dynamic layer), are left alone,
+except the layers named in `float_outputs`: a backend runs those with a float result, fp32(acc)
+× fp32(sx·sw) (ONNX Runtime's QGemm without an output scale, backends/onnx/reference.py).
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ def _along(values: torch.Tensor, out: torch.Tensor, axis: int) -> torch.Tensor:
 
 def int8_layer(op_name: str, args: tuple, act: int, weight: int, bias: int | None, family: str,
                xq: torch.Tensor, sx: float, zx, wq: torch.Tensor, sw, zw, w_axis: int | None,
-               b: torch.Tensor | None, sy: float, zy: int, qmin: int, qmax: int) -> torch.Tensor:
+               b: torch.Tensor | None, sy: float | None, zy: int, qmin: int, qmax: int) -> torch.Tensor:
     """One static int8 layer as a kernel computes it, returned as float on the output grid
-    (integer × sy), which the graph's own output quantize maps back to the same integer."""
+    (integer × sy), which the graph's own output quantize maps back to the same integer; with
+    `sy` None, the float result fp32(acc) × fp32(sx·sw) of a kernel that does not requantize."""
     op = _OPS_BY_NAME[op_name]
     args = list(args)
     args[act] = _integer(xq, zx, None)
@@ -83,12 +86,15 @@ def int8_layer(op_name: str, args: tuple, act: int, weight: int, bias: int | Non
     sxw = _f32(sx) * _f32(sw).reshape(-1)  # fp32, as the kernels derive it
     if b is not None:
         acc = acc + _along(torch.round(b.float() / sxw).double(), acc, axis)
+    if sy is None:
+        return acc.float() * _along(sxw, acc, axis)
     multiplier = _along(sxw / _f32(sy), acc, axis)
     value = (acc.float() * multiplier).clamp(qmin - zy, qmax - zy)
     return (torch.round(value).double() * sy).float()
 
 
-def _static_operand(node) -> bool:
+def static_operand(node) -> bool:
+    """Whether `node` dequantizes a graph value with constant qparams (a static int8 operand)."""
     return isinstance(node, Node) and node.op == "call_function" and node.target in _OPERAND_DQ \
         and not is_dynamic_dequantize(node) and isinstance(node.args[0], Node)
 
@@ -102,13 +108,13 @@ def _output_quantize(node: Node) -> Node | None:
     return users[0]
 
 
-def _rewrite(graph: torch.fx.Graph, node: Node, families: frozenset) -> bool:
+def _rewrite(graph: torch.fx.Graph, node: Node, families: frozenset, float_outputs: frozenset) -> bool:
     spec = LAYER_OPS.get(node.target) if node.op == "call_function" else None
     if spec is None or spec.family not in families or spec.weight is None:
         return False
     act, weight = node.args[spec.act], node.args[spec.weight]
-    out_q = _output_quantize(node)
-    if out_q is None or not _static_operand(act) or not _static_operand(weight):
+    out_q = _output_quantize(node) if node.name not in float_outputs else None
+    if out_q is None and node.name not in float_outputs or not static_operand(act) or not static_operand(weight):
         return False
     if act.target != _qd.dequantize_per_tensor.default or not isinstance(act.args[1], float | int):
         return False
@@ -123,21 +129,22 @@ def _rewrite(graph: torch.fx.Graph, node: Node, families: frozenset) -> bool:
         sw, zw, w_axis = float(weight.args[1]), weight.args[2], None
     else:
         return False
-    sy, zy, qmin, qmax = out_q.args[1:5]
+    sy, zy, qmin, qmax = out_q.args[1:5] if out_q is not None else (None, 0, 0, 0)
     with graph.inserting_before(node):
         new = graph.call_function(int8_layer, (
             str(node.target), tuple(node.args), spec.act, spec.weight, spec.bias if bias is not None else None,
             spec.family, act.args[0], float(act.args[1]), act.args[2], weight.args[0], sw, zw, w_axis,
-            bias, float(sy), int(zy), int(qmin), int(qmax)))
+            bias, None if sy is None else float(sy), int(zy), int(qmin), int(qmax)))
     node.replace_all_uses_with(new)
     graph.erase_node(node)
     return True
 
 
-def int8_reference(gm: GraphModule, families=INTEGER_FAMILIES) -> GraphModule:
+def int8_reference(gm: GraphModule, families=INTEGER_FAMILIES, float_outputs=frozenset()) -> GraphModule:
     """A copy of the converted `gm` whose static int8 layers of `families` compute with exact
-    integer accumulation and the kernels' fp32 requantization. `gm` is left unchanged; a module
-    without an FX graph (a float model) is returned as it is.
+    integer accumulation and the kernels' fp32 requantization; the layers named in
+    `float_outputs` (their output quantize already removed) with the kernels' float result. `gm`
+    is left unchanged; a module without an FX graph (a float model) is returned as it is.
 
     Example:
         ref = int8_reference(qm)
@@ -149,7 +156,7 @@ def int8_reference(gm: GraphModule, families=INTEGER_FAMILIES) -> GraphModule:
     families = frozenset(families)
     changed = False
     for node in list(gm.graph.nodes):
-        changed |= _rewrite(gm.graph, node, families)
+        changed |= _rewrite(gm.graph, node, families, frozenset(float_outputs))
     if changed:
         gm.graph.eliminate_dead_code()
         gm.graph.lint()

@@ -83,6 +83,27 @@ def softmax_block() -> nn.Module:
     return block
 
 
+class GeluBlock(nn.Module):
+    """GELU of float inputs into a static linear: the GELU values feed a static quantize, as a
+    BERT FFN's do once its up-projection writes float (ONNX)."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.head = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.head(F.gelu(x))
+
+
+def gelu_block() -> nn.Module:
+    torch.manual_seed(0)
+    block = GeluBlock().eval()
+    with torch.no_grad():  # output i is GELU value i: one int8 level of it moves the output a step
+        block.head.weight.copy_(torch.eye(block.head.in_features))
+        block.head.bias.zero_()
+    return block
+
+
 class LayerNormBlock(nn.Module):
     """LayerNorm into a static linear: the float normalized values feed a static quantize, as a
     post-norm encoder's do."""

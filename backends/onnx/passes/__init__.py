@@ -26,6 +26,7 @@ from backends.onnx.passes.fuse_qlinear_conv import FuseQLinearConvPass
 from backends.onnx.passes.fuse_qlinear_matmul import FuseQLinearMatMulPass
 from backends.onnx.passes.gather_before_dequantize import GatherBeforeDequantizePass
 from backends.onnx.passes.keep_dynamic_conv_float import KeepDynamicConvFloatPass
+from backends.onnx.passes.keep_gemm_output_float import KeepGemmOutputFloatPass
 from backends.onnx.passes.manager import run_passes
 from backends.onnx.passes.name_dynamic_axes import NameDynamicAxesPass
 from backends.onnx.passes.name_layer_nodes import NameLayerNodesPass
@@ -57,6 +58,7 @@ def qdq_passes(
         GatherBeforeDequantizePass(),
         QuantizeBiasPass(),
         RewriteLinearAsGemmPass(),
+        KeepGemmOutputFloatPass(),
     ]
     if weight_dtype != "int8":
         passes.append(ShiftWeightsToUint8Pass(force=weight_dtype == "uint8"))
@@ -102,6 +104,7 @@ __all__ = [
     "FuseQLinearConvPass",
     "FuseQLinearMatMulPass",
     "KeepDynamicConvFloatPass",
+    "KeepGemmOutputFloatPass",
     "NameDynamicAxesPass",
     "QuantizeBiasPass",
     "NameLayerNodesPass",

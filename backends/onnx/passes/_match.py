@@ -135,9 +135,8 @@ def replace_with_fused(graph: ir.Graph, fused: ir.Node, anchor: ir.Node, relu: i
     graph.insert_before(q, fused)
     replace_value(graph, q.outputs[0], fused.outputs[0])
     feeders = [v.producer() for v in anchor.inputs if v is not None and v.producer() is not None]
-    for dead in (q, relu, anchor):
-        if dead is not None:
-            graph.remove(dead, safe=True)
+    for dead in dict.fromkeys(d for d in (q, relu, anchor) if d is not None):  # q is anchor for a float result
+        graph.remove(dead, safe=True)
     fused.name = anchor.name
     for node in feeders:
         if node.op_type == "DequantizeLinear" and not any(o.uses() or o.is_graph_output() for o in node.outputs):

@@ -1,6 +1,7 @@
 """FuseQGemmPass (style="qop"): explicit int8 GEMM for runtimes that do not fuse QDQ themselves.
 
     DQ(a) → Gemm(·, DQ(W), DQ(b:int32)) [→ Relu] → Q(y)  ⇒  com.microsoft.QGemm(a, W, b, y qparams)
+    DQ(a) → Gemm(·, DQ(W), DQ(b:int32)) → float        ⇒  com.microsoft.QGemm(a, W, b)   (float Y)
 
 QGemm takes the int32 bias (scale a_scale × w_scale, zero point 0: what the quantizer wrote)
 as C and requantizes to y in the kernel. A Relu is absorbed when y's zero point is its
@@ -45,12 +46,20 @@ class FuseQGemmPass(ir.passes.InPlacePass):
         for gemm in [n for n in graph if n.op_type == "Gemm" and n.domain == ""]:
             a, w = dequantized_input(gemm.inputs[0]), dequantized_input(gemm.inputs[1])
             out = quantized_output(gemm.outputs[0])
-            if a is None or w is None or out is None or constant(w[0]) is None:
+            if a is None or w is None or constant(w[0]) is None:
                 continue
+            if out is None and constant(a[1]) is None:
+                continue  # a float result needs a static activation (KeepGemmOutputFloatPass's form)
             if attr(gemm, "alpha", 1.0) != 1.0 or attr(gemm, "beta", 1.0) != 1.0:
                 continue
             bias = _int32_bias(gemm, a[1], w[1])
             if bias is False:
+                continue
+            if out is None:  # float result: QGemm without an output scale
+                fused = node(graph, "QGemm", [*a, *w, bias], name=f"{gemm.name}_qgemm", domain="com.microsoft",
+                             transA=attr(gemm, "transA", 0), transB=attr(gemm, "transB", 0), alpha=1.0)
+                replace_with_fused(graph, fused, gemm, None, gemm)
+                modified = True
                 continue
             relu, q = out
             fused = node(graph, "QGemm", [*a, *w, bias, q.inputs[1], q.inputs[2] if len(q.inputs) > 2 else None],
