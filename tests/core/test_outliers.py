@@ -13,6 +13,7 @@ from pt2e_int8.calibration_stats import collect_activation_stats
 from pt2e_int8.capture import export_model
 from pt2e_int8.errors import CalibrationError, ConfigError
 from pt2e_int8.qdq import QDQ_OPS
+from pt2e_int8.transforms.graph_edit import constant
 from pt2e_int8.workflow import smooth_graph
 
 aten = torch.ops.aten
@@ -87,6 +88,36 @@ class LinearIntoLinear(nn.Module):
 
     def forward(self, x):
         return self.b(self.a(x))
+
+
+class Attention(nn.Module):
+    """BERT's self-attention: the output projection reads the heads of P · V merged back, whose
+    channels 5 and 20 (from V's rows) are huge. `v_also_read`: V's output is read elsewhere too;
+    `heads_swapped`: the merge takes (column, head) order, so context channel c is not V's c."""
+
+    def __init__(self, d: int = 32, heads: int = 4, v_also_read: bool = False, heads_swapped: bool = False):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.heads, self.v_also_read, self.heads_swapped = heads, v_also_read, heads_swapped
+        with torch.no_grad():
+            self.v.weight[5] *= 60.0
+            self.v.weight[20] *= -40.0
+
+    def forward(self, x):
+        b, t, d = x.shape
+        split = lambda y: y.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        v = self.v(x)
+        p = torch.softmax(split(self.q(x)) @ split(self.k(x)).transpose(-1, -2), dim=-1)
+        ctx = (p @ split(v)).transpose(1, 2)
+        if self.heads_swapped:
+            ctx = ctx.transpose(-1, -2)
+        out = self.o(ctx.reshape(b, t, d))
+        return out + v if self.v_also_read else out
+
+
+def _tokens(n: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 8, 32, generator=g),) for _ in range(n)]
 
 
 def _data(d: int = 32, n: int = 4, batch: int = 16, seed: int = 0):
@@ -181,6 +212,35 @@ def test_smoothing_fires_where_the_producer_absorbs_it(model_cls):
         assert _max_rel_diff(before(*x), after(*x)) < 1e-6
     notes = [n for node in after.graph.nodes for n in (node.meta.get("custom") or {}).get("pt2e_int8_notes", [])]
     assert any(note.startswith("smoothed (SmoothQuant alpha=") for note in notes), notes
+
+
+def test_smoothing_folds_the_attention_context_into_the_value_projection():
+    torch.manual_seed(0)
+    before, after, fired = _smoothed(Attention(), calibration=_tokens())
+    assert "SmoothActivationsPass" in fired
+    assert _counts(after) == _counts(before)  # folded into V's rows: no op added
+    x = _tokens(seed=1)[0]
+    with torch.no_grad():
+        assert _max_rel_diff(before(*x), after(*x)) < 1e-6
+    linears = {n.args[1].target: n for n in after.graph.nodes if n.target == aten.linear.default}
+    notes = (linears["o.weight"].meta.get("custom") or {}).get("pt2e_int8_notes", [])
+    assert any(f"1/s folded into {linears['v.weight'].name}" in note for note in notes), notes
+    changed = [not torch.equal(a, b) for a, b in zip(_linear_weights(before), _linear_weights(after), strict=True)]
+    assert changed == [True, False, False, True], changed  # v's rows took 1/s, o's columns s
+
+
+@pytest.mark.parametrize("variant", ["v_also_read", "heads_swapped"])
+def test_attention_context_fold_must_not_fire(variant):
+    torch.manual_seed(0)
+    before, after, fired = _smoothed(Attention(**{variant: True}), calibration=_tokens())
+    assert "SmoothActivationsPass" not in fired
+    assert _counts(after) == _counts(before)
+    for a, b in zip(_linear_weights(before), _linear_weights(after), strict=True):
+        assert torch.equal(a, b)
+
+
+def _linear_weights(gm) -> list[torch.Tensor]:
+    return [constant(gm, n.args[1]) for n in gm.graph.nodes if n.target == aten.linear.default]
 
 
 @pytest.mark.parametrize("model_cls", [PreNormBlock, LinearIntoLinear], ids=["layernorm", "linear"])
