@@ -4,6 +4,7 @@ that way matches ONNX Runtime bit for bit, where the converted graph is one step
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import pt2e_int8 as q
@@ -57,39 +58,22 @@ def test_tiny_transformer_onnx_is_closer_to_the_kernel_reference(tmp_path):
     assert (got - kernel).abs().max().item() <= 1.01 * step
 
 
-def test_softmax_is_computed_as_onnx_runtime_computes_it(tmp_path, monkeypatch):
-    """ONNX Runtime's Softmax (MLAS) differs from torch's in the last bit of a third of these
-    probabilities; at a tie of the next QuantizeLinear an int8 value flips (static MiniLM: one
-    sentence 16.4 steps off). The reference evaluates that op with ONNX Runtime: bit for bit."""
-    qm, _, x, got, _, kernel, step = _static(softmax_block(), (1 << 19, 8), tmp_path, "softmax")
-    monkeypatch.setattr("backends.onnx.reference.rewrite_softmaxes", lambda gm: False)
+# Each float op ONNX Runtime computes with its own MLAS kernel, and how it once moved a MiniLM file:
+# - Softmax: MLAS's exp and sum differ from torch's in the last bit of a third of these
+#   probabilities (static MiniLM: one sentence 16.4 steps off);
+# - LayerNorm: one-pass fp32 sums, E[x²] − mean² (smooth_insert QAT MiniLM: 4.11 steps off);
+# - GELU: MLAS's erf (smooth_insert MiniLM, once the FFN up-projection writes float: 5.57 steps off).
+FLOAT_OPS = [(softmax_block, "rewrite_softmaxes"), (layer_norm_block, "rewrite_layer_norms"),
+             (gelu_block, "rewrite_gelus")]
+
+
+@pytest.mark.parametrize(("block", "rewrite"), FLOAT_OPS, ids=["softmax", "layer_norm", "gelu"])
+def test_float_op_is_computed_as_onnx_runtime_computes_it(tmp_path, monkeypatch, block, rewrite):
+    """At a tie of the next QuantizeLinear, the op's last bit flips an int8 value. The reference
+    evaluates that op with ONNX Runtime on its own inputs: bit for bit."""
+    qm, _, x, got, _, kernel, step = _static(block(), (1 << 19, 8), tmp_path, rewrite)
+    monkeypatch.setattr(f"backends.onnx.reference.{rewrite}", lambda gm: False)
     with torch.no_grad():
-        torch_softmax = onnx_reference(qm)(x)
-    assert _off(got, torch_softmax, step) > 0  # integer layers and division alone: ties flip ...
-    assert (got - kernel).abs().max().item() == 0.0  # ... ONNX Runtime's softmax on our inputs: none
-
-
-def test_layer_norm_is_computed_as_onnx_runtime_computes_it(tmp_path, monkeypatch):
-    """ONNX Runtime's LayerNormalization (one-pass fp32 sums, E[x²] − mean²) differs from torch's
-    in the last bits; at a tie of the next QuantizeLinear an int8 value flips (smooth_insert QAT
-    MiniLM: one sentence 4.11 steps off). The reference evaluates that op with ONNX Runtime: bit
-    for bit."""
-    qm, _, x, got, _, kernel, step = _static(layer_norm_block(), (1 << 19, 8), tmp_path, "layer_norm")
-    monkeypatch.setattr("backends.onnx.reference.rewrite_layer_norms", lambda gm: False)
-    with torch.no_grad():
-        torch_layer_norm = onnx_reference(qm)(x)
-    assert _off(got, torch_layer_norm, step) > 0  # torch's LayerNorm: ties flip ...
-    assert (got - kernel).abs().max().item() == 0.0  # ... ONNX Runtime's on our inputs: none
-
-
-def test_gelu_is_computed_as_onnx_runtime_computes_it(tmp_path, monkeypatch):
-    """ONNX Runtime's Gelu (MLAS's erf) differs from torch's in the last bit of some values; at a
-    tie of the next QuantizeLinear an int8 value flips (smooth_insert MiniLM, once the FFN
-    up-projection writes float: one sentence 5.6 steps off). The reference evaluates that op with
-    ONNX Runtime: bit for bit."""
-    qm, _, x, got, _, kernel, step = _static(gelu_block(), (1 << 19, 8), tmp_path, "gelu")
-    monkeypatch.setattr("backends.onnx.reference.rewrite_gelus", lambda gm: False)
-    with torch.no_grad():
-        torch_gelu = onnx_reference(qm)(x)
-    assert _off(got, torch_gelu, step) > 0  # torch's GELU: ties flip ...
+        torch_op = onnx_reference(qm)(x)
+    assert _off(got, torch_op, step) > 0  # torch's op: ties flip ...
     assert (got - kernel).abs().max().item() == 0.0  # ... ONNX Runtime's on our inputs: none
