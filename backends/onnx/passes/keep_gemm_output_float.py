@@ -107,7 +107,10 @@ class KeepGemmOutputFloatPass(ir.passes.InPlacePass):
             out = dq.outputs[0]
             mul = only_consumer(out, "Mul")
             w_axis = 0 if attr(gemm, "transB", 0) else 1  # the output channels of W
-            factors = _channel_factors(mul, out, constant(w_dq.inputs[0]).shape[w_axis]) if mul is not None else None
+            channels = constant(w_dq.inputs[0]).shape[w_axis]
+            last = out.shape[-1] if out.shape is not None and len(out.shape) else None
+            # (the Mul broadcasts along the last axis: it must still be the Gemm's channels after the Reshape)
+            factors = _channel_factors(mul, out, channels) if mul is not None and last == channels else None
             if factors is not None and all(len(d.outputs[0].uses()) == 1 for d in (w_dq, bias_dq) if d is not None):
                 _scale_by(graph, w_dq, factors, w_axis)
                 if bias_dq is not None:
