@@ -113,8 +113,9 @@ def _rewrite(graph: torch.fx.Graph, node: Node, families: frozenset, float_outpu
     if spec is None or spec.family not in families or spec.weight is None:
         return False
     act, weight = node.args[spec.act], node.args[spec.weight]
-    out_q = _output_quantize(node) if node.name not in float_outputs else None
-    if out_q is None and node.name not in float_outputs or not static_operand(act) or not static_operand(weight):
+    float_result = node.name in float_outputs
+    out_q = None if float_result else _output_quantize(node)
+    if (out_q is None and not float_result) or not static_operand(act) or not static_operand(weight):
         return False
     if act.target != _qd.dequantize_per_tensor.default or not isinstance(act.args[1], float | int):
         return False

@@ -63,6 +63,15 @@ def norm_block() -> nn.Module:
     return block
 
 
+def _identity_head(block: nn.Module) -> nn.Module:
+    """`block.head` made the identity: output i is the float op's value i, so one int8 level of it
+    moves the output one step."""
+    with torch.no_grad():
+        block.head.weight.copy_(torch.eye(block.head.in_features))
+        block.head.bias.zero_()
+    return block
+
+
 class SoftmaxBlock(nn.Module):
     """Softmax into a static linear: the float probabilities feed a static quantize, as attention's do."""
 
@@ -76,11 +85,7 @@ class SoftmaxBlock(nn.Module):
 
 def softmax_block() -> nn.Module:
     torch.manual_seed(0)
-    block = SoftmaxBlock().eval()
-    with torch.no_grad():  # output i is probability i: one int8 level of it moves the output a step
-        block.head.weight.copy_(torch.eye(block.head.in_features))
-        block.head.bias.zero_()
-    return block
+    return _identity_head(SoftmaxBlock().eval())  # output i is probability i
 
 
 class GeluBlock(nn.Module):
@@ -97,11 +102,7 @@ class GeluBlock(nn.Module):
 
 def gelu_block() -> nn.Module:
     torch.manual_seed(0)
-    block = GeluBlock().eval()
-    with torch.no_grad():  # output i is GELU value i: one int8 level of it moves the output a step
-        block.head.weight.copy_(torch.eye(block.head.in_features))
-        block.head.bias.zero_()
-    return block
+    return _identity_head(GeluBlock().eval())  # output i is GELU value i
 
 
 class LayerNormBlock(nn.Module):
@@ -123,6 +124,4 @@ def layer_norm_block() -> nn.Module:
     with torch.no_grad():  # a trained-looking affine; output i is normalized value i
         block.norm.weight.uniform_(0.5, 1.5)
         block.norm.bias.uniform_(-0.2, 0.2)
-        block.head.weight.copy_(torch.eye(block.head.in_features))
-        block.head.bias.zero_()
-    return block
+    return _identity_head(block)

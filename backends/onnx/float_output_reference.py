@@ -17,18 +17,17 @@ from torch.fx import GraphModule, Node
 
 from pt2e_int8.int8_reference import static_operand
 from pt2e_int8.qdq import is_dequantize, is_quantize
+from pt2e_int8.transforms.channel_path import IDENTITIES, RESHAPES
 
 aten = torch.ops.aten
 _qd = torch.ops.quantized_decomposed
 
 # What torch.onnx writes as the ONNX pass's DATA_MOVEMENT ops (Reshape, Transpose, Squeeze,
 # Unsqueeze, Flatten, Identity, Expand); eval-mode dropout, clone and contiguous vanish.
-DATA_MOVEMENT = frozenset({
-    aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.view_copy.default,
-    aten.flatten.using_ints, aten.permute.default, aten.permute_copy.default, aten.transpose.int,
-    aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default,
-    aten.unsqueeze_copy.default, aten.expand.default, aten.clone.default, aten.contiguous.default,
-    aten.dropout.default, aten.alias.default,
+DATA_MOVEMENT = IDENTITIES | RESHAPES | frozenset({
+    aten.view_copy.default, aten.flatten.using_ints, aten.permute.default, aten.permute_copy.default,
+    aten.transpose.int, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default,
+    aten.unsqueeze_copy.default, aten.expand.default,
 })
 
 

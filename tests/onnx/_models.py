@@ -7,11 +7,28 @@ import math
 
 import numpy as np
 import onnx
+import onnx_ir as ir
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.onnx.export import to_onnx_ir
 from pt2e_int8.qdq import is_dequantize
+
+
+def run(model: ir.Model, x: torch.Tensor, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL) -> np.ndarray:
+    """An onnx_ir model's first output in ONNX Runtime (graph optimizations off by default)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    data = ir.serde.serialize_model(model).SerializeToString()
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def fresh(qm, x) -> ir.Model:
+    """The converted `qm` as torch.onnx writes it (opset 20, dynamic batch), before our passes."""
+    return to_onnx_ir(qm, (x,), opset=20, dynamic_shapes="batch")[0]
 
 
 def counts(model) -> collections.Counter:

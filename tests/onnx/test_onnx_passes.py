@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import pt2e_int8 as q
-from backends.onnx.export import to_onnx_ir
 from backends.onnx.passes import (
     CollapseDynamicQuantizePass,
     ConvertActivationDtypePass,
@@ -26,15 +25,7 @@ from backends.onnx.passes import (
     run_passes,
 )
 from pt2e_int8.errors import LoweringError
-from tests.onnx._models import Linear, counts
-
-
-def run(model: ir.Model, x: torch.Tensor, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL) -> np.ndarray:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = level
-    data = ir.serde.serialize_model(model).SerializeToString()
-    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+from tests.onnx._models import Linear, counts, fresh, run
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +50,6 @@ def linear_2d_weight_only():
     x = torch.randn(4, 32)
     quantizer = q.Int8Quantizer().set_global(q.QuantConfig.weight_only())
     return q.quantize(Linear().eval(), (x,), quantizer=quantizer), x
-
-
-def fresh(qm, x) -> ir.Model:
-    return to_onnx_ir(qm, (x,), opset=20, dynamic_shapes="batch")[0]
 
 
 def test_fold_weight_transpose_fires_on_nd_linear(linear_3d):

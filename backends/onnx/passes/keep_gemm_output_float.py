@@ -111,7 +111,8 @@ class KeepGemmOutputFloatPass(ir.passes.InPlacePass):
             last = out.shape[-1] if out.shape is not None and len(out.shape) else None
             # (the Mul broadcasts along the last axis: it must still be the Gemm's channels after the Reshape)
             factors = _channel_factors(mul, out, channels) if mul is not None and last == channels else None
-            if factors is not None and all(len(d.outputs[0].uses()) == 1 for d in (w_dq, bias_dq) if d is not None):
+            folded = factors is not None and all(len(d.outputs[0].uses()) == 1 for d in (w_dq, bias_dq) if d is not None)
+            if folded:
                 _scale_by(graph, w_dq, factors, w_axis)
                 if bias_dq is not None:
                     _scale_by(graph, bias_dq, factors, 0)
@@ -122,8 +123,7 @@ class KeepGemmOutputFloatPass(ir.passes.InPlacePass):
                 reshape.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
                 float_out = reshape.outputs[0]
             replace_value(graph, out, float_out)
-            for dead in (mul if out is not dq.outputs[0] else None, dq, q):
-                if dead is not None:
-                    graph.remove(dead, safe=True)
+            for dead in ([mul] if folded else []) + [dq, q]:
+                graph.remove(dead, safe=True)
             modified = True
         return ir.passes.PassResult(model, modified)
